@@ -1,0 +1,162 @@
+"""The agent loop: the model reasons, calls a tool, sees the observation, and goes on until it answers."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import Counter
+from typing import Iterator
+
+from assistant import prompts
+from assistant.errors import AssistantError, FormatError
+from assistant.events import Answer, Error, Event, Meta, Observation, Token, ToolCall
+from assistant.toolcalls import Call, first_call_end, parse_tool_calls
+from assistant.tools import ToolContext
+
+MAX_FORMAT_RETRIES = 3
+MAX_SAME_CALL = 3
+STOP = ["\nObservation:", "Observation from"]
+
+
+def summarize(text: str, limit: int) -> str:
+    """Head and tail of a long observation, with a marker saying how much the model does not see."""
+    if limit <= 0 or len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half} characters not shown ...]\n{text[-half:]}"
+
+
+class Agent:
+    """One conversation: `run_turn(text)` yields the events of one user turn."""
+
+    def __init__(self, model, registry, settings, context: ToolContext, notes: list[str] = ()):
+        self.model = model
+        self.registry = registry
+        self.settings = settings
+        self.context = context
+        self.notes = list(notes)
+        self.reset()
+
+    def reset(self) -> None:
+        tools = self.registry.tools
+        self.messages: list[dict] = []
+        if not self.settings.disable_system_prompt:
+            self.messages.append(prompts.system_message(tools, self.context.workspace.root.as_posix(),
+                                                        self.notes, self.settings.system_prompt))
+        self.messages += prompts.few_shot(tools)
+        self.turns = 0
+
+    def _emit(self, event: Event) -> Event:
+        self.registry.hook.on_event(event=event)
+        return event
+
+    def run_turn(self, text: str) -> Iterator[Event]:
+        self.turns += 1
+        yield self._emit(Meta("user", {"text": text, "turn": self.turns}))
+        self.messages.append({"role": "user", "content": text})
+        format_errors, actions, seen, nudged = 0, 0, Counter(), False
+        s = self.settings
+        try:
+            for _step in range(s.max_steps):
+                output = yield from self._generate()
+                self.messages.append({"role": "assistant", "content": output})
+                try:
+                    calls = parse_tool_calls(output, self.registry.tools)
+                except FormatError as exc:
+                    format_errors += 1
+                    yield self._emit(Observation("format", f"Error: {exc}", ok=False))
+                    if format_errors > MAX_FORMAT_RETRIES:
+                        yield self._emit(Error(f"the model sent {format_errors} malformed tool calls; turn ended"))
+                        return
+                    self.messages.append({"role": "user", "content": f"Error: {exc}\nReply with one valid tool call "
+                                          f"like {prompts.CALL_FORMAT}, or answer in plain text."})
+                    continue
+                if not calls:
+                    yield self._emit(Answer(output.strip()))
+                    return
+                room = s.max_actions_per_turn - actions
+                if room <= 0:
+                    if nudged:
+                        yield self._emit(Error(f"the model kept calling tools after the turn's {s.max_actions_per_turn} "
+                                               "allowed actions (raise --max-actions-per-turn)"))
+                        return
+                    nudged = True
+                    self.messages.append({"role": "user", "content": prompts.FINAL_MARK})
+                    continue
+                for call in calls[:room]:
+                    seen[call.key()] += 1
+                    if seen[call.key()] >= MAX_SAME_CALL:
+                        yield self._emit(Error(f"the model repeated the same {call.name} call {MAX_SAME_CALL} times; turn ended"))
+                        return
+                    actions += 1
+                    yield self._emit(ToolCall(call.name, call.arguments, call.id))
+                    obs = self._execute(call)
+                    yield self._emit(obs)
+                    final = actions >= s.max_actions_per_turn
+                    self.messages.append(prompts.observation_message(call.name, obs.text, final=final))
+                if len(calls) > room:
+                    self.messages.append({"role": "user", "content": f"({len(calls) - room} further calls were not run: "
+                                          f"at most {s.max_actions_per_turn} per turn.)"})
+            yield self._emit(Error(f"no answer after {s.max_steps} model steps (raise --max-steps)"))
+        except KeyboardInterrupt:
+            yield from self._interrupted()
+        except GeneratorExit:
+            self._emit(Meta("interrupted", {"turn": self.turns, "by": "consumer"}))
+            raise
+        except AssistantError as exc:
+            yield self._emit(Error(str(exc)))
+
+    def _interrupted(self) -> Iterator[Event]:
+        self.messages.append({"role": "user", "content": "(The user interrupted this turn.)"})
+        yield self._emit(Meta("interrupted", {"turn": self.turns}))
+        yield self._emit(Error("interrupted"))
+
+    def _generate(self) -> Iterator[Event]:
+        """Stream one model reply, yielding Token events; stops early once a complete tool call is out."""
+        s = self.settings
+        started, pieces = time.monotonic(), []
+        stream = self.model.stream(self.messages, max_new_tokens=s.max_new_tokens, stop=STOP,
+                                   temperature=s.temperature)
+        try:
+            for piece in stream:
+                pieces.append(piece)
+                yield self._emit(Token(piece))
+                if "}" in piece and s.max_actions_per_turn == 1:
+                    end = first_call_end("".join(pieces))
+                    if end is not None:
+                        pieces = ["".join(pieces)[:end]]
+                        break
+        finally:
+            close = getattr(stream, "close", None)
+            if close:
+                close()
+            output = "".join(pieces)
+            usage = getattr(self.model, "last_usage", None)
+            data = {"text": output, "seconds": round(time.monotonic() - started, 4)}
+            if usage:
+                data.update(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                            tokens_per_second=round(usage.tokens_per_second, 2),
+                            first_token_seconds=usage.first_token_seconds)
+            self._emit(Meta("model_output", data))
+        return output
+
+    def _execute(self, call: Call) -> Observation:
+        ctx = self.context
+        veto = self.registry.hook.before_tool_call(call=call, context=ctx)
+        start = time.monotonic()
+        if veto:
+            text, ok = f"Denied: {veto}", False
+        else:
+            try:
+                text, ok = str(call.tool(call.arguments, ctx)), True
+            except KeyboardInterrupt:
+                raise
+            except AssistantError as exc:
+                text, ok = f"Error: {exc}", False
+            except Exception as exc:  # noqa: BLE001 - a failing tool is an observation, never a crash
+                text, ok = f"Error: {type(exc).__name__}: {exc}", False
+                self._emit(Meta("tool_exception", {"tool": call.name, "traceback": traceback.format_exc()}))
+        self.registry.hook.after_tool_call(call=call, result=text, context=ctx)
+        shown = summarize(text, self.settings.observation_summary_chars)
+        return Observation(call.name, shown, ok=ok, seconds=round(time.monotonic() - start, 4), id=call.id,
+                           full=text if shown != text else None)

@@ -1,0 +1,212 @@
+"""The `assistant` command: the REPL by default, `--once` for one answer, and subcommands.
+
+Nothing heavy is imported here: torch and transformers load only when a model does, in the background.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from assistant import __version__
+from assistant.errors import AssistantError
+
+EPILOG = """examples:
+  assistant                                   open the REPL in the current folder
+  assistant --once "What files are here?"     one answer, then exit (0 on success, 1 on error)
+  echo "Explain setup.py" | assistant --once -
+  assistant --once --yes "Compute 17*23 with run_python"   allow commands without asking
+  assistant --model openai:http://127.0.0.1:8000/v1 --model-name qwen2.5-coder
+  assistant models pull smollm2-135m          fetch and verify the embedded model
+  assistant audit verify                      check the hash chain of the latest session log
+
+settings come from ~/.config/assistant/config.toml, <workspace>/.assistant/config.toml,
+ASSISTANT_* variables and flags (later wins); `assistant config show` prints them."""
+
+
+def _model_flags(p: argparse.ArgumentParser, default: Any = None) -> None:
+    d = {} if default is None else {"default": default}
+    g = p.add_argument_group("model")
+    g.add_argument("--model", "-m", metavar="SPEC", help="registry name (smollm2-135m), model folder, .gguf file, "
+                   "hf:ORG/NAME, openai:URL, ollama:NAME or scripted:FILE.jsonl", **d)
+    g.add_argument("--model-name", metavar="NAME", help="model id on an OpenAI-compatible server", **d)
+    g.add_argument("--device-map", metavar="MAP", help="transformers device map (auto, cpu, cuda:0)", **d)
+    g.add_argument("--torch-dtype", choices=("auto", "float32", "bfloat16", "float16"), **d)
+    g.add_argument("--quantization", choices=("none", "8bit", "4bit"), help="bitsandbytes quantisation", **d)
+    g.add_argument("--trust-remote-code", action="store_const", const=True, **d)
+    g.add_argument("--low-cpu-mem-usage", action="store_const", const=True, **d)
+    g.add_argument("--context-window", type=int, metavar="N", help="tokens; longer prompts are cut, with a warning", **d)
+    g.add_argument("--max-new-tokens", type=int, metavar="N", **d)
+    g.add_argument("--temperature", type=float, metavar="T", help="0 = greedy (default)", **d)
+    g.add_argument("--enable-thinking", dest="enable_thinking", action="store_const", const=True, **d)
+    g.add_argument("--disable-thinking", dest="enable_thinking", action="store_const", const=False, **d)
+    a = p.add_argument_group("agent")
+    a.add_argument("--workspace", "-w", metavar="DIR", help="the folder the assistant works in (default: .)", **d)
+    a.add_argument("--yes", "-y", action="store_const", const=True, help="run commands and code without asking", **d)
+    a.add_argument("--max-actions-per-turn", type=int, metavar="N", help="tool calls per user turn (default 1)", **d)
+    a.add_argument("--max-steps", type=int, metavar="N", help="model calls per user turn (default 8)", **d)
+    a.add_argument("--observation-summary-chars", type=int, metavar="N", help="longer tool output is cut for the model", **d)
+    a.add_argument("--command-timeout", type=int, metavar="S", help="upper bound for a command's run time", **d)
+    a.add_argument("--system-prompt", metavar="TEXT", help="replace the system prompt ({tools} and {workspace} are filled in)", **d)
+    a.add_argument("--disable-system-prompt", action="store_const", const=True, **d)
+    a.add_argument("--audit-log", metavar="FILE", help="append the audit log here instead of one file per session", **d)
+    a.add_argument("--debug", action="store_const", const=True, help="show tracebacks", **d)
+
+
+SETTING_FLAGS = ("model", "model_name", "device_map", "torch_dtype", "quantization", "trust_remote_code",
+                 "low_cpu_mem_usage", "context_window", "max_new_tokens", "temperature", "enable_thinking",
+                 "workspace", "yes", "max_actions_per_turn", "max_steps", "observation_summary_chars",
+                 "command_timeout", "system_prompt", "disable_system_prompt", "audit_log")
+
+
+def build_parser(once: bool = False) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="assistant", description="A local-first coding assistant: a REPL that reasons, runs tools and answers.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"assistant {__version__}")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--once", metavar="TEXT", nargs="?", const="",
+                      help="answer one request and exit; the text may follow other flags ('-' reads stdin)")
+    mode.add_argument("--remember", metavar="NOTE", help="append a timestamped note to the global notes")
+    parser.add_argument("--json", action="store_true", help="with --once: print answer, tool calls and timings as JSON")
+    _model_flags(parser)
+    if once:
+        # `assistant --once --yes "text"`: the request is a positional, so no subcommands in this form.
+        parser.add_argument("query", nargs="*", help=argparse.SUPPRESS)
+        return parser
+    # Subcommands accept the same flags; SUPPRESS keeps them from overwriting flags given before the subcommand.
+    shared = argparse.ArgumentParser(add_help=False)
+    _model_flags(shared, default=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    models = sub.add_parser("models", help="list, pull and inspect models")
+    msub = models.add_subparsers(dest="action", metavar="ACTION", required=True)
+    msub.add_parser("list", parents=[shared], help="registry models and what is cached")
+    pull = msub.add_parser("pull", parents=[shared], help="download and verify a registry model (or hf:ORG/NAME)")
+    pull.add_argument("name")
+    pull.add_argument("--force", action="store_true", help="fetch again even if cached")
+    info = msub.add_parser("info", parents=[shared], help="details of a model (default: the configured one)")
+    info.add_argument("name", nargs="?")
+
+    audit = sub.add_parser("audit", help="show or verify audit logs")
+    asub = audit.add_subparsers(dest="action", metavar="ACTION", required=True)
+    show = asub.add_parser("show", parents=[shared], help="print a session log (default: the latest)")
+    show.add_argument("file", nargs="?", help="a log file or a session id")
+    show.add_argument("--kind", help="only records of this kind (user, tool_call, observation, answer, error, ...)")
+    show.add_argument("--json", action="store_true", dest="as_json", help="raw JSONL")
+    ver = asub.add_parser("verify", parents=[shared], help="check records and the hash chain; names the first bad record")
+    ver.add_argument("file", nargs="?", help="a log file or a session id (default: the latest)")
+    asub.add_parser("list", parents=[shared], help="the session logs, newest last")
+
+    config = sub.add_parser("config", help="show the effective settings")
+    csub = config.add_subparsers(dest="action", metavar="ACTION", required=True)
+    csub.add_parser("show", parents=[shared], help="every setting, its value and where it came from")
+
+    bench = sub.add_parser("bench", help="benchmarks (figures, not tests)")
+    bsub = bench.add_subparsers(dest="action", metavar="ACTION", required=True)
+    speed = bsub.add_parser("speed", parents=[shared], help="time to the REPL prompt, model load time, tokens/s")
+    speed.add_argument("--tokens", type=int, default=128, help="tokens to generate per run (default 128)")
+    speed.add_argument("--runs", type=int, default=3, help="generation runs (default 3)")
+    return parser
+
+
+def settings_from(args: argparse.Namespace):
+    from assistant.config import load_settings
+
+    flags = {name: getattr(args, name, None) for name in SETTING_FLAGS}
+    return load_settings(flags)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    once = "--once" in argv[: argv.index("--") if "--" in argv else len(argv)]
+    parser = build_parser(once=once)
+    args = parser.parse_args(argv)
+    if once:
+        args.command = None
+        words = ([args.once] if args.once else []) + list(args.query)
+        if len(words) != 1:
+            parser.error("--once takes exactly one request (quote it), or '-' to read it from stdin")
+        args.once = words[0]
+    try:
+        return dispatch(args, parser)
+    except AssistantError as exc:
+        if getattr(args, "debug", None):
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.remember is not None:
+        from assistant.memory_bank.notes import remember
+
+        print("remembered:", remember(args.remember))
+        return 0
+    settings = settings_from(args)
+    if args.command is None:
+        if args.json and args.once is None:
+            parser.error("--json goes with --once")
+        if args.once is not None:
+            return run_once(settings, args.once, as_json=args.json)
+        from assistant.repl import run_repl
+
+        return run_repl(settings)
+    from assistant import commands
+
+    return commands.run(args, settings)
+
+
+def run_once(settings, text: str, *, as_json: bool = False) -> int:
+    from assistant.events import Answer, Error, Observation, ToolCall
+    from assistant.session import Session
+
+    if text == "-":
+        text = sys.stdin.read()
+    if not text.strip():
+        raise AssistantError("the request is empty")
+    start = time.monotonic()
+    session = Session(settings, interactive=False)
+    answer, error, calls = None, None, []
+    try:
+        if sys.stderr.isatty() and session.model.__class__.__name__ == "LazyModel":
+            print(f"loading {session.model_name} ...", file=sys.stderr)
+        for event in session.agent.run_turn(text):
+            if isinstance(event, ToolCall):
+                calls.append({"name": event.name, "arguments": event.arguments})
+                if not as_json:
+                    print(f"> {event.name} {json.dumps(event.arguments, ensure_ascii=False)}", file=sys.stderr)
+            elif isinstance(event, Observation) and calls and event.name == calls[-1]["name"]:
+                calls[-1].update(observation=event.text, ok=event.ok, seconds=event.seconds)
+            elif isinstance(event, Observation) and not as_json:
+                print(f"! {event.text}", file=sys.stderr)
+            elif isinstance(event, Answer):
+                answer = event.text
+            elif isinstance(event, Error):
+                error = event.message
+    finally:
+        session.close()
+    if answer is not None and not answer:
+        error, answer = "the model gave an empty answer", None
+    if as_json:
+        usage = session.model.last_usage
+        print(json.dumps({
+            "answer": answer, "error": error, "tool_calls": calls, "session": session.id,
+            "audit_log": str(session.audit.path), "model": session.model_name,
+            "timings": {"total_seconds": round(time.monotonic() - start, 3),
+                        "model_load_seconds": getattr(session.model, "load_seconds", None),
+                        "last_tokens_per_second": round(usage.tokens_per_second, 2) if usage else None},
+        }, ensure_ascii=False, indent=2))
+    elif answer is not None:
+        print(answer)
+    else:
+        print(f"error: {error}", file=sys.stderr)
+    return 0 if answer is not None else 1

@@ -1,0 +1,161 @@
+"""Settings: defaults < user config.toml < workspace .assistant/config.toml < ASSISTANT_* environment < flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from assistant.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class Settings:
+    """Every setting the assistant reads; each field can come from a file, the environment or a flag."""
+
+    model: str = "smollm2-135m"
+    model_name: str | None = None
+    api_key: str | None = None
+    device_map: str | None = None
+    torch_dtype: str = "auto"
+    quantization: str = "none"
+    trust_remote_code: bool = False
+    low_cpu_mem_usage: bool = False
+    context_window: int | None = None
+    max_new_tokens: int = 384
+    enable_thinking: bool | None = None
+    temperature: float = 0.0
+    request_timeout: float = 120.0
+    max_actions_per_turn: int = 1
+    max_steps: int = 8
+    observation_summary_chars: int = 2000
+    system_prompt: str | None = None
+    disable_system_prompt: bool = False
+    yes: bool = False
+    command_timeout: int = 60
+    audit_log: str | None = None
+    workspace: str = "."
+    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    CHOICES = {"quantization": ("none", "8bit", "4bit")}
+    SECRET = ("api_key",)
+
+    def public_items(self) -> list[tuple[str, Any, str]]:
+        """(name, value, source) for `config show`; secrets are masked."""
+        rows = []
+        for f in setting_fields():
+            value = getattr(self, f.name)
+            if f.name in self.SECRET and value:
+                value = "***"
+            rows.append((f.name, value, self.sources.get(f.name, "default")))
+        return rows
+
+
+def setting_fields() -> list[dataclasses.Field]:
+    return [f for f in fields(Settings) if f.name != "sources"]
+
+
+def _types() -> dict[str, Any]:
+    return get_type_hints(Settings)
+
+
+def _coerce(name: str, raw: Any, origin: str) -> Any:
+    """Turn a TOML value or an environment string into the field's type, or raise a one-line ConfigError."""
+    hint = _types()[name]
+    allows_none = "None" in str(hint)
+    base = str(hint).replace(" | None", "").replace("typing.Optional[", "").rstrip("]")
+    try:
+        if raw is None or (isinstance(raw, str) and raw == "" and allows_none):
+            value = None
+        elif "bool" in base:
+            if isinstance(raw, bool):
+                value = raw
+            elif str(raw).strip().lower() in ("1", "true", "yes", "on"):
+                value = True
+            elif str(raw).strip().lower() in ("0", "false", "no", "off"):
+                value = False
+            else:
+                raise ValueError(f"expected true or false, got {raw!r}")
+        elif "int" in base:
+            if isinstance(raw, bool):
+                raise ValueError("expected an integer")
+            value = int(raw)
+        elif "float" in base:
+            value = float(raw)
+        else:
+            value = str(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{origin}: bad value for {name}: {exc}") from None
+    choices = Settings.CHOICES.get(name)
+    if choices and value not in choices:
+        raise ConfigError(f"{origin}: {name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def user_config_path() -> Path:
+    explicit = os.environ.get("ASSISTANT_CONFIG")
+    if explicit:
+        return Path(explicit)
+    from platformdirs import user_config_path as ucp
+
+    return ucp("assistant") / "config.toml"
+
+
+def workspace_config_path(workspace: Path) -> Path:
+    return workspace / ".assistant" / "config.toml"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    known = {f.name for f in setting_fields()}
+    out = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"{path}: unknown setting {key!r} (see `assistant config show`)")
+        out[name] = value
+    return out
+
+
+def load_settings(flags: dict[str, Any] | None = None, *, env: dict[str, str] | None = None) -> Settings:
+    """Build Settings from every layer. `flags` holds only the flags the user actually gave."""
+    env = os.environ if env is None else env
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    settings = Settings()
+    workspace = Path(flags.get("workspace") or env.get("ASSISTANT_WORKSPACE") or ".").expanduser().resolve()
+    if not workspace.is_dir():
+        raise ConfigError(f"workspace {workspace} is not a folder")
+
+    layers: list[tuple[str, dict[str, Any]]] = []
+    for path in (user_config_path(), workspace_config_path(workspace)):
+        layers.append((str(path), _read_toml(path)))
+    env_layer = {}
+    for f in setting_fields():
+        key = "ASSISTANT_" + f.name.upper()
+        if key in env:
+            env_layer[f.name] = env[key]
+    layers.append(("environment", env_layer))
+    layers.append(("flag", flags))
+
+    for origin, values in layers:
+        for name, raw in values.items():
+            setattr(settings, name, _coerce(name, raw, f"{origin}" if origin != "flag" else "--" + name.replace("_", "-")))
+            settings.sources[name] = origin
+    settings.workspace = str(workspace)
+    return settings

@@ -1,0 +1,220 @@
+"""In-process Hugging Face models (a model folder or a GGUF file) streamed with TextIteratorStreamer.
+
+A GGUF file is dequantised by transformers on load, which is slow (about 16 s for the 135M model here), so the
+first load converts it once to a cached HF folder; later loads read that folder (well under a second) and
+bitsandbytes quantisation can then apply to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from assistant.errors import ModelError
+from assistant.home import models_dir
+from assistant.models import Usage, cut_at_stops
+
+log = logging.getLogger("assistant.models")
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def converted_dir(gguf: Path) -> Path:
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return models_dir() / "converted" / f"{gguf.stem}-{key}"
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Dequantise a GGUF file once into a cached HF folder (safetensors + tokenizer); returns the folder."""
+    out = converted_dir(gguf)
+    if (out / ".complete").exists():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    log.info("converting %s to a cached model folder (once)", gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # The weights are plain tensors after dequantisation; drop the GGUF quantiser so they can be saved.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / ".complete").write_text(str(gguf) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+class _CountingStreamer:
+    """TextIteratorStreamer that also counts generated tokens and notes the time of the first one."""
+
+    def __new__(cls, tokenizer, timeout=None):
+        from transformers import TextIteratorStreamer
+
+        class Counting(TextIteratorStreamer):
+            def put(self, value):
+                if not (self.skip_prompt and self.next_tokens_are_prompt):
+                    self.generated += int(value.numel())
+                    if self.first_token_at is None:
+                        self.first_token_at = time.monotonic()
+                super().put(value)
+
+        streamer = Counting(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
+        streamer.generated = 0
+        streamer.first_token_at = None
+        return streamer
+
+
+class TransformersModel:
+    def __init__(self, source: str, settings: Any, *, name: str | None = None):
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise ModelError(f"model path {source} does not exist")
+        self.name = name or path.name
+        self.settings = settings
+        if path.suffix == ".gguf":
+            path = convert_gguf(path)
+        elif not (path / "config.json").exists():
+            raise ModelError(f"{source}: not a model folder (no config.json) and not a .gguf file")
+        self.path = path
+        self._load()
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        _quiet_transformers()
+        s = self.settings
+        kwargs: dict[str, Any] = {"trust_remote_code": s.trust_remote_code}
+        if s.torch_dtype not in DTYPES:
+            raise ModelError(f"--torch-dtype must be one of {', '.join(DTYPES)}")
+        if s.torch_dtype != "auto":
+            kwargs["dtype"] = getattr(torch, s.torch_dtype)
+        if s.device_map:
+            kwargs["device_map"] = s.device_map
+        if s.low_cpu_mem_usage:
+            kwargs["low_cpu_mem_usage"] = True
+        if s.quantization != "none":
+            try:
+                import bitsandbytes  # noqa: F401
+            except ImportError:
+                raise ModelError("--quantization needs bitsandbytes: pip install 'assistant[quant]'") from None
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_8bit=s.quantization == "8bit", load_in_4bit=s.quantization == "4bit"
+            )
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), trust_remote_code=s.trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(str(self.path), **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"could not load {self.path}: {str(exc).splitlines()[0]}") from exc
+        self.model.eval()
+        configured = getattr(self.model.config, "max_position_embeddings", None) or 2048
+        self.context_window = int(s.context_window or configured)
+        self.last_usage: Usage | None = None
+        self._lock = threading.Lock()
+
+    def _template(self, messages: list[dict]) -> list[int]:
+        kwargs = {}
+        if self.settings.enable_thinking is not None:
+            kwargs["enable_thinking"] = self.settings.enable_thinking
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **kwargs)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def encode(self, messages: list[dict], max_new_tokens: int) -> list[int]:
+        """Token ids of the prompt, cut to fit the context window (oldest turns first) with a warning."""
+        budget = self.context_window - max_new_tokens
+        if budget <= 0:
+            raise ModelError(f"--max-new-tokens {max_new_tokens} leaves no room in a {self.context_window}-token window")
+        ids = self._template(messages)
+        if len(ids) <= budget:
+            return ids
+        kept = list(messages)
+        first = 1 if kept and kept[0]["role"] == "system" else 0
+        dropped = 0
+        while len(ids) > budget and len(kept) - first > 1:
+            del kept[first]
+            dropped += 1
+            ids = self._template(kept)
+        if len(ids) > budget:
+            ids = ids[-budget:]
+        log.warning("prompt cut to fit the %d-token context window (%d oldest messages dropped)",
+                    self.context_window, dropped)
+        return ids
+
+    def stream(self, messages: list[dict], *, max_new_tokens: int = 256, stop: Iterable[str] = (),
+               temperature: float = 0.0, grammar: object | None = None) -> Iterator[str]:
+        return cut_at_stops(self._generate(messages, max_new_tokens, temperature), stop)
+
+    def _generate(self, messages: list[dict], max_new_tokens: int, temperature: float) -> Iterator[str]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        ids = self.encode(messages, max_new_tokens)
+        cancel = threading.Event()
+
+        class Cancel(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return cancel.is_set()
+
+        streamer = _CountingStreamer(self.tokenizer)
+        input_ids = torch.tensor([ids], device=self.model.device)
+        gen_kwargs = dict(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=max_new_tokens,
+            streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([Cancel()]),
+            pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            do_sample=temperature > 0,
+        )
+        if temperature > 0:
+            gen_kwargs["temperature"] = temperature
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**gen_kwargs)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                failure.append(exc)
+                streamer.end()
+
+        start = time.monotonic()
+        with self._lock:
+            thread = threading.Thread(target=work, name="generate", daemon=True)
+            thread.start()
+            try:
+                for text in streamer:
+                    if text:
+                        yield text
+            finally:
+                cancel.set()  # Ctrl-C or a closed iterator: stop at the next token
+                while thread.is_alive():
+                    thread.join(0.1)
+                elapsed = time.monotonic() - start
+                first = streamer.first_token_at - start if streamer.first_token_at else None
+                self.last_usage = Usage(len(ids), streamer.generated, elapsed, first)
+        if failure:
+            raise ModelError(f"generation failed: {failure[0]}") from failure[0]

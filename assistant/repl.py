@@ -1,0 +1,278 @@
+"""The interactive REPL (prompt-toolkit): history, multiline input, completion, streaming, slash commands.
+
+Enter sends; Alt-Enter (or Esc then Enter) starts a new line. Ctrl-C cancels the running generation or tool and
+returns to the prompt; Ctrl-D exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import Completer, Completion, PathCompleter
+from prompt_toolkit.document import Document
+from prompt_toolkit.history import FileHistory
+from prompt_toolkit.key_binding import KeyBindings
+
+from assistant.errors import AssistantError
+from assistant.events import Answer, Error, Meta, Observation, Token, ToolCall
+from assistant.home import home
+
+BUILTIN_HELP = {
+    "help": "this list",
+    "tools": "the tools the model can call",
+    "model": "show the model, or /model SPEC to switch",
+    "clear": "forget the conversation (the audit log keeps it)",
+    "history": "the conversation so far",
+    "remember": "/remember NOTE: keep a note for later sessions",
+    "audit": "the audit log of this session and whether its chain verifies",
+    "undo": "restore the files the last tool call changed",
+    "exit": "leave (Ctrl-D works too)",
+}
+
+
+class Style:
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __call__(self, code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.enabled else text
+
+
+class ReplCompleter(Completer):
+    """Slash commands at the start of the line; file paths for the word under the cursor elsewhere."""
+
+    def __init__(self, names: Callable[[], list[str]], workspace: Path):
+        self.names = names
+        self.paths = PathCompleter(get_paths=lambda: [str(workspace)], expanduser=True)
+
+    def get_completions(self, document: Document, complete_event):
+        text = document.text_before_cursor
+        if text.startswith("/") and " " not in text:
+            for name in self.names():
+                if name.startswith(text[1:]):
+                    yield Completion("/" + name, start_position=-len(text))
+            return
+        word = document.get_word_before_cursor(WORD=True)
+        if word and ("/" in word or "." in word):
+            sub = Document(word, len(word))
+            yield from self.paths.get_completions(sub, complete_event)
+
+
+class Repl:
+    def __init__(self, settings, *, input=None, output=None, out=None):
+        from assistant.session import Session
+
+        self.out = out or sys.stdout
+        self.style = Style(self.out.isatty())
+        self.prompt_session = PromptSession(
+            history=FileHistory(str(self._history_path())), input=input, output=output,
+            multiline=False, key_bindings=self._bindings(), bottom_toolbar=self._toolbar, refresh_interval=0.5,
+            completer=None, complete_while_typing=False,
+        )
+        self.session = Session(settings, interactive=True, ask=self.ask)
+        self.prompt_session.completer = ReplCompleter(self._command_names, self.session.workspace.root)
+        self.running = True
+
+    @staticmethod
+    def _history_path() -> Path:
+        home().mkdir(parents=True, exist_ok=True)
+        return home() / "history"
+
+    @staticmethod
+    def _bindings() -> KeyBindings:
+        kb = KeyBindings()
+
+        @kb.add("escape", "enter")
+        def _(event):
+            event.current_buffer.insert_text("\n")
+
+        return kb
+
+    def _command_names(self) -> list[str]:
+        return sorted(set(BUILTIN_HELP) | set(self.session.registry.commands))
+
+    def _toolbar(self) -> str:
+        model = self.session.model
+        state = getattr(model, "state", "ready")
+        if state == "failed":
+            state = "failed: " + (getattr(model, "error", "") or "")[:60]
+        usage = getattr(model, "last_usage", None)
+        speed = f" | {usage.tokens_per_second:.1f} tok/s" if usage and usage.completion_tokens else ""
+        return f" {self.session.model_name} | {state}{speed} | {self.session.workspace.root}  (Alt-Enter: new line, /help)"
+
+    def write(self, text: str = "", end: str = "\n") -> None:
+        self.out.write(text + end)
+        self.out.flush()
+
+    def ask(self, question: str) -> bool:
+        self.write(self.style("33", question))
+        try:
+            reply = self.prompt_session.prompt("allow? [y/N] ", bottom_toolbar=None)
+        except (EOFError, KeyboardInterrupt):
+            return False
+        return reply.strip().lower() in ("y", "yes")
+
+    # --- the loop ------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.write(f"assistant: {self.session.model_name} in {self.session.workspace.root}. /help for commands, Ctrl-D to leave.")
+        try:
+            while self.running:
+                try:
+                    text = self.prompt_session.prompt("› ")
+                except KeyboardInterrupt:
+                    continue
+                except EOFError:
+                    break
+                text = text.strip()
+                if not text:
+                    continue
+                try:
+                    if text.startswith("/"):
+                        self.command(text)
+                    else:
+                        self.turn(text)
+                except AssistantError as exc:
+                    self.write(self.style("31", f"error: {exc}"))
+        finally:
+            self.session.close()
+        return 0
+
+    def turn(self, text: str) -> None:
+        model = self.session.model
+        if getattr(model, "state", "ready") == "loading":
+            self.write(self.style("2", f"(waiting for {self.session.model_name} to load ...)"))
+        events = self.session.agent.run_turn(text)
+        streamed = False
+        try:
+            for event in events:
+                streamed = self.render(event, streamed)
+        except KeyboardInterrupt:
+            events.close()
+            self.write(self.style("33", "\n^C: turn interrupted"))
+
+    def render(self, event, streamed: bool) -> bool:
+        s = self.style
+        if isinstance(event, Token):
+            self.write(s("2", event.text), end="")
+            return True
+        if streamed:
+            self.write()
+        if isinstance(event, ToolCall):
+            self.write(s("36", f"→ {event.name} {json.dumps(event.arguments, ensure_ascii=False)[:300]}"))
+        elif isinstance(event, Observation):
+            lines = event.text.splitlines()
+            shown = "\n".join(lines[:20]) + (f"\n… ({len(lines) - 20} more lines)" if len(lines) > 20 else "")
+            self.write(s("2" if event.ok else "31", shown))
+        elif isinstance(event, Answer):
+            self.write(s("1", event.text))
+        elif isinstance(event, Error):
+            self.write(s("31", f"error: {event.message}"))
+        return False
+
+    # --- slash commands --------------------------------------------------------------------------------
+
+    def command(self, line: str) -> None:
+        name, _, rest = line[1:].partition(" ")
+        rest = rest.strip()
+        handler = getattr(self, f"cmd_{name}", None)
+        if handler:
+            handler(rest)
+            return
+        command = self.session.registry.commands.get(name)
+        if command is None:
+            self.write(self.style("31", f"unknown command /{name}; /help lists them"))
+            return
+        result = command.function(rest, self.session)
+        if result:
+            self.write(str(result))
+
+    def cmd_help(self, rest: str) -> None:
+        for name, text in BUILTIN_HELP.items():
+            self.write(f"/{name:<10} {text}")
+        for name, cmd in sorted(self.session.registry.commands.items()):
+            self.write(f"/{name:<10} {cmd.help} [{cmd.plugin}]")
+        self.write("Enter sends; Alt-Enter adds a line; Ctrl-C cancels a running turn; Ctrl-D leaves.")
+
+    def cmd_tools(self, rest: str) -> None:
+        for tool in self.session.registry.tools.values():
+            flag = " (asks first)" if tool.needs_approval and not self.session.settings.yes else ""
+            self.write(f"{tool.name:<14} {tool.description.splitlines()[0]}{flag}  [{tool.plugin}]")
+
+    def cmd_model(self, rest: str) -> None:
+        if rest:
+            from assistant.models.builtin import load_model
+
+            self.session.settings.model = rest
+            self.session.model = self.session.agent.model = load_model(self.session.settings, self.session.registry)
+            self.write(f"switching to {rest} (loading in the background)")
+            return
+        model = self.session.model
+        self.write(f"{self.session.model_name}: {getattr(model, 'state', 'ready')}, "
+                   f"context window {model.context_window or '?'} tokens, "
+                   f"load {getattr(model, 'load_seconds', None) or 0:.1f}s")
+
+    def cmd_clear(self, rest: str) -> None:
+        self.session.agent.reset()
+        self.session.registry.hook.on_event(event=Meta("clear", {}))
+        self.write("conversation cleared")
+
+    def cmd_history(self, rest: str) -> None:
+        skip = len(self.session.agent.messages) - self._conversation_length()
+        for msg in self.session.agent.messages[skip:]:
+            self.write(f"{msg['role']:>9}: {msg['content'][:500]}")
+
+    def _conversation_length(self) -> int:
+        from assistant import prompts
+
+        agent = self.session.agent
+        preamble = (0 if agent.settings.disable_system_prompt else 1) + len(prompts.few_shot(agent.registry.tools))
+        return len(agent.messages) - preamble
+
+    def cmd_remember(self, rest: str) -> None:
+        from assistant.memory_bank.notes import remember
+
+        self.write("remembered: " + remember(rest))
+
+    def cmd_audit(self, rest: str) -> None:
+        from assistant.commands import render_record
+        from assistant.logs.audit import read_records, verify
+
+        path = self.session.audit.path
+        count, problem = verify(path)
+        self.write(f"{path}: {count} records, " + (f"BROKEN at line {problem.line}: {problem.message}" if problem else "chain OK"))
+        for rec in list(read_records(path))[-10:]:
+            self.write(render_record(rec))
+
+    def cmd_undo(self, rest: str) -> None:
+        done = self.session.undo.undo()
+        if done is None:
+            self.write("nothing to undo")
+            return
+        label, paths = done
+        self.session.registry.hook.on_event(event=Meta("undo", {"label": label, "paths": [str(p) for p in paths]}))
+        names = ", ".join(str(p.relative_to(self.session.workspace.root)) for p in paths) or "no files"
+        self.write(f"undid {label}: restored {names}")
+
+    def cmd_exit(self, rest: str) -> None:
+        self.running = False
+
+    cmd_quit = cmd_exit
+
+
+class _WarningPrinter(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"warning: {record.getMessage()}", file=sys.stderr)
+
+
+def run_repl(settings, **kwargs) -> int:
+    logger = logging.getLogger("assistant")
+    if not logger.handlers:
+        logger.addHandler(_WarningPrinter(logging.WARNING))
+        logger.propagate = False
+    return Repl(settings, **kwargs).run()

@@ -1,0 +1,194 @@
+"""Running model-written commands: one entry point, `run`, whose isolation layer can be swapped underneath.
+
+This first layer ("process") gives each run its own process group and session, resource limits, a scrubbed
+environment, a wall-clock timeout that kills the whole group, and bounded, escaped output. It is not an
+isolation boundary: the bubblewrap layer (a later step) replaces the inside of `run` and keeps this contract.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+
+SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|COOKIE|SESSION|AUTH)", re.I)
+DEFAULT_OUTPUT_BYTES = 64 * 1024
+
+
+@dataclass
+class Limits:
+    cpu_seconds: int | None = None
+    memory_bytes: int | None = 4 * 1024**3
+    file_size_bytes: int | None = 1024**3
+    open_files: int | None = 1024
+    processes: int | None = None
+
+
+@dataclass
+class Result:
+    returncode: int | None
+    stdout: str
+    stderr: str
+    truncated: bool = False
+    timed_out: bool = False
+    interrupted: bool = False
+    layer: str = "process"
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out and not self.interrupted
+
+    def render(self) -> str:
+        """The observation text: status first, so a failure is visible however much output was cut."""
+        if self.timed_out:
+            status = f"timed out after {self.seconds:.1f}s (process group killed)"
+        elif self.interrupted:
+            status = "interrupted (process group killed)"
+        elif self.returncode is not None and self.returncode < 0:
+            status = f"killed by signal {signal.Signals(-self.returncode).name}"
+        else:
+            status = f"exit status {self.returncode}"
+        parts = [status]
+        if self.stdout:
+            parts.append("stdout:\n" + self.stdout.rstrip("\n"))
+        if self.stderr:
+            parts.append("stderr:\n" + self.stderr.rstrip("\n"))
+        if not self.stdout and not self.stderr:
+            parts.append("(no output)")
+        return "\n".join(parts)
+
+
+class HeadTail:
+    """Keeps the first and last `limit/2` bytes of a stream and counts the rest, in bounded memory."""
+
+    def __init__(self, limit: int):
+        self.half = max(1, limit // 2)
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.half - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            if len(self.tail) > self.half:
+                del self.tail[: len(self.tail) - self.half]
+
+    @property
+    def cut(self) -> int:
+        return self.total - len(self.head) - len(self.tail)
+
+    def text(self) -> str:
+        head = escape_output(bytes(self.head))
+        if not self.cut:
+            return head + escape_output(bytes(self.tail))
+        return head + f"\n[... {self.cut} bytes cut ...]\n" + escape_output(bytes(self.tail))
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def escape_output(data: bytes) -> str:
+    """Decode with replacement and make control characters (and so terminal escapes) visible, not active."""
+    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def scrubbed_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The parent's environment without anything that looks like a key, token or password."""
+    env = {k: v for k, v in os.environ.items() if not SECRET_ENV.search(k)}
+    env.update(extra or {})
+    return env
+
+
+def _limiter(limits: Limits):
+    def apply() -> None:
+        pairs = [
+            (resource.RLIMIT_CPU, limits.cpu_seconds),
+            (resource.RLIMIT_AS, limits.memory_bytes),
+            (resource.RLIMIT_FSIZE, limits.file_size_bytes),
+            (resource.RLIMIT_NOFILE, limits.open_files),
+            (resource.RLIMIT_NPROC, limits.processes),
+        ]
+        for what, value in pairs:
+            if value is not None:
+                resource.setrlimit(what, (value, value))
+
+    return apply
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run(argv: list[str], *, cwd: str, timeout: float, stdin: bytes | None = None, limits: Limits | None = None,
+        network: bool = False, env: dict[str, str] | None = None, max_output: int = DEFAULT_OUTPUT_BYTES) -> Result:
+    """Run argv (never through a shell unless argv says so) in cwd; kill the whole group at the timeout."""
+    limits = limits or Limits()
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=scrubbed_env(env),
+        start_new_session=True,
+        preexec_fn=_limiter(limits),
+    )
+    out, err = HeadTail(max_output), HeadTail(max_output // 2)
+
+    def pump(stream, sink: HeadTail) -> None:
+        for chunk in iter(lambda: stream.read1(65536), b""):
+            sink.feed(chunk)
+
+    readers = [threading.Thread(target=pump, args=(proc.stdout, out), daemon=True),
+               threading.Thread(target=pump, args=(proc.stderr, err), daemon=True)]
+    for t in readers:
+        t.start()
+    if stdin is not None:
+        try:
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+    timed_out = interrupted = False
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        # Kill what is left of the group whatever happened, so nothing outlives the call.
+        _kill_group(proc.pid)
+        proc.wait()
+        for t in readers:
+            t.join(timeout=2)
+        if interrupted:
+            proc.stdout.close()
+            proc.stderr.close()
+    return Result(
+        returncode=proc.returncode if not timed_out else None,
+        stdout=out.text(),
+        stderr=err.text(),
+        truncated=bool(out.cut or err.cut),
+        timed_out=timed_out,
+        layer="process",
+        seconds=time.monotonic() - start,
+    )

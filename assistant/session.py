@@ -1,0 +1,52 @@
+"""A session: settings, plugins, the model, the workspace, the audit log and the agent, wired together once."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+from typing import Callable
+
+from assistant.agent import Agent
+from assistant.config import Settings
+from assistant.events import Meta
+from assistant.home import subdir
+from assistant.models.builtin import load_model
+from assistant.loader import load_plugins
+from assistant.tools import ToolContext
+from assistant.workspace import UndoStack, Workspace
+
+
+def new_session_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+class Session:
+    def __init__(self, settings: Settings, *, interactive: bool = False, ask: Callable[[str], bool] | None = None,
+                 model=None, plugins: list | None = None):
+        from assistant.logs.audit import AuditLog
+        from assistant.memory_bank.notes import read_notes
+
+        self.settings = settings
+        self.id = new_session_id()
+        self.registry = load_plugins(plugins)
+        self.workspace = Workspace(settings.workspace)
+        self.undo = UndoStack(self.workspace)
+        log_path = Path(settings.audit_log) if settings.audit_log else subdir("logs") / f"{self.id}.jsonl"
+        self.audit = AuditLog(log_path, self.id)
+        self.registry.pm.register(self.audit, name="audit-log")
+        self.model = model if model is not None else load_model(settings, self.registry)
+        self.context = ToolContext(self.workspace, settings, self.undo, self.id, interactive, ask)
+        self.agent = Agent(self.model, self.registry, settings, self.context, notes=read_notes(limit=5))
+        self.registry.hook.on_event(event=Meta("session_start", {
+            "model": settings.model, "workspace": str(self.workspace.root),
+            "tools": sorted(self.registry.tools), "interactive": interactive,
+        }))
+
+    @property
+    def model_name(self) -> str:
+        return getattr(self.model, "name", self.settings.model)
+
+    def close(self) -> None:
+        self.registry.hook.on_event(event=Meta("session_end", {"turns": self.agent.turns}))
+        self.audit.close()

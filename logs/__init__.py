@@ -1,0 +1,1 @@
+"""The audit log: one hash-chained JSONL file per session (writer, reader, verifier)."""

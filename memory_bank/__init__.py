@@ -1,0 +1,1 @@
+"""Persistent memory: timestamped notes (this step) and, later, a FAISS vector store over them."""

@@ -1,0 +1,42 @@
+"""run_command: a shell command or an argv list, run in the workspace through the sandbox."""
+
+from __future__ import annotations
+
+from assistant import sandbox
+from assistant.errors import ToolError
+from assistant.hookspecs import hookimpl
+from assistant.tools import requires_approval
+
+
+@requires_approval
+def run_command(command: str | list[str], timeout: int = 60, context=None) -> str:
+    """Run a shell command in the workspace and return its exit status and output.
+
+    Args:
+        command: A shell command line (run with bash -c), or a list of arguments run without a shell.
+        timeout: Seconds before the command and everything it started are killed.
+    """
+    if isinstance(command, list):
+        if not command or not all(isinstance(a, str) for a in command):
+            raise ToolError("command list must hold strings and not be empty")
+        argv = command
+    else:
+        if not command.strip():
+            raise ToolError("command is empty")
+        argv = ["bash", "-c", command]
+    limit = context.settings.command_timeout if context else 60
+    timeout = max(1, min(int(timeout), limit))
+    cwd = str(context.workspace.root) if context else "."
+    if context and context.undo:
+        context.undo.before_workspace(f"run_command {command!r}")
+    try:
+        result = sandbox.run(argv, cwd=cwd, timeout=timeout)
+    finally:
+        if context and context.undo:
+            context.undo.after_workspace()
+    return result.render()
+
+
+@hookimpl
+def register_tools(register):
+    register(run_command)

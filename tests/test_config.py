@@ -1,0 +1,46 @@
+import pytest
+
+from assistant.config import load_settings
+from assistant.errors import ConfigError
+
+
+def test_layers_in_order(tmp_path, workspace, isolated_home, monkeypatch):
+    (isolated_home / "config.toml").write_text('max_steps = 3\nmodel = "user-model"\ntemperature = 0.5\n')
+    (workspace / ".assistant").mkdir()
+    (workspace / ".assistant" / "config.toml").write_text('max-steps = 4\nmodel = "ws-model"\n')
+    monkeypatch.setenv("ASSISTANT_MODEL", "env-model")
+    s = load_settings({"workspace": str(workspace), "max_new_tokens": 99})
+    assert (s.max_steps, s.model, s.temperature, s.max_new_tokens) == (4, "env-model", 0.5, 99)
+    assert s.sources["temperature"] == str(isolated_home / "config.toml")
+    assert s.sources["max_steps"] == str(workspace / ".assistant" / "config.toml")
+    assert s.sources["model"] == "environment" and s.sources["max_new_tokens"] == "flag"
+    assert load_settings({"workspace": str(workspace), "model": "flag-model"}).model == "flag-model"
+
+
+def test_environment_values_are_typed(workspace, monkeypatch):
+    monkeypatch.setenv("ASSISTANT_YES", "true")
+    monkeypatch.setenv("ASSISTANT_MAX_STEPS", "12")
+    s = load_settings({"workspace": str(workspace)})
+    assert s.yes is True and s.max_steps == 12
+
+
+def test_bad_values_name_their_origin(workspace, isolated_home, monkeypatch):
+    monkeypatch.setenv("ASSISTANT_MAX_STEPS", "many")
+    with pytest.raises(ConfigError, match="environment: bad value for max_steps"):
+        load_settings({"workspace": str(workspace)})
+    monkeypatch.delenv("ASSISTANT_MAX_STEPS")
+    (isolated_home / "config.toml").write_text("colour = 'blue'\n")
+    with pytest.raises(ConfigError, match="unknown setting 'colour'"):
+        load_settings({"workspace": str(workspace)})
+    (isolated_home / "config.toml").write_text("quantization = '3bit'\n")
+    with pytest.raises(ConfigError, match="quantization must be one of none, 8bit, 4bit"):
+        load_settings({"workspace": str(workspace)})
+    (isolated_home / "config.toml").write_text("model = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings({"workspace": str(workspace)})
+
+
+def test_secrets_are_masked(workspace, monkeypatch):
+    monkeypatch.setenv("ASSISTANT_API_KEY", "sk-very-secret")
+    rows = {name: value for name, value, _ in load_settings({"workspace": str(workspace)}).public_items()}
+    assert rows["api_key"] == "***"

@@ -1,0 +1,162 @@
+"""The step-1 tools: run_command, run_python, file tools, path checks and /undo snapshots."""
+
+import os
+import time
+
+import pytest
+
+from assistant import sandbox
+from assistant.config import load_settings
+from assistant.errors import ToolError
+from assistant.tools import ToolContext
+from assistant.workspace import UndoStack, Workspace
+from assistant.plugins import files, python, shell
+
+
+@pytest.fixture
+def ctx(workspace):
+    ws = Workspace(workspace)
+    return ToolContext(ws, load_settings({"workspace": str(workspace)}), UndoStack(ws))
+
+
+def test_run_command_shell_and_argv(ctx):
+    assert shell.run_command("echo hi && exit 3", context=ctx) == "exit status 3\nstdout:\nhi"
+    out = shell.run_command(["printf", "%s", "a b; rm -rf x"], context=ctx)
+    assert out == "exit status 0\nstdout:\na b; rm -rf x"  # argv: never shell-interpreted
+
+
+def test_timeout_kills_the_whole_group(ctx, tmp_path):
+    marker = tmp_path / "pid"
+    start = time.monotonic()
+    out = shell.run_command(f"sleep 1000 & echo $! > {marker}; sleep 1000", timeout=1, context=ctx)
+    assert out.startswith("timed out after 1.")
+    assert time.monotonic() - start < 10
+    pid = int(marker.read_text())
+    time.sleep(0.2)
+    assert not alive(pid)  # the background child died with the group
+
+
+def alive(pid: int) -> bool:
+    """Running and not a zombie (an orphan's zombie may wait a while for its reaper)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_output_keeps_head_and_tail_with_a_marker():
+    result = sandbox.run(["python3", "-c", "print('A' * 100000); print('THE END')"], cwd=".", timeout=20,
+                         max_output=2000)
+    assert result.truncated
+    assert result.stdout.startswith("A" * 100) and result.stdout.rstrip().endswith("THE END")
+    assert "bytes cut ...]" in result.stdout
+    assert len(result.stdout) < 2200
+
+
+def test_binary_and_escape_sequences_are_made_harmless():
+    result = sandbox.run(["python3", "-c", "import sys; sys.stdout.buffer.write(b'\\x1b[31mred\\xff\\x00ok\\n')"],
+                         cwd=".", timeout=20)
+    assert result.stdout == "\\x1b[31mred\ufffd\\x00ok\n"
+
+
+def test_failing_status_is_visible_even_when_output_is_cut():
+    result = sandbox.run(["bash", "-c", "yes | head -c 500000; exit 7"], cwd=".", timeout=20, max_output=1000)
+    assert result.render().startswith("exit status 7") and result.truncated
+
+
+def test_environment_is_scrubbed_of_secrets(ctx, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("HARMLESS_SETTING", "visible")
+    out = shell.run_command("env", context=ctx)
+    assert "HARMLESS_SETTING=visible" in out and "sk-secret" not in out
+
+
+def test_run_python_prints_the_last_expression(ctx):
+    assert python.run_python("17*23", context=ctx) == "exit status 0\nstdout:\n391"
+    assert python.run_python("x = 2\nx ** 10", context=ctx) == "exit status 0\nstdout:\n1024"
+    assert python.run_python("print('once')", context=ctx) == "exit status 0\nstdout:\nonce"
+    out = python.run_python("def f(:\n  pass", context=ctx)
+    assert out.startswith("exit status 1") and "SyntaxError" in out
+
+
+def test_run_python_timeout(ctx):
+    assert python.run_python("while True: pass", timeout=1, context=ctx).startswith("timed out")
+
+
+@pytest.mark.parametrize("path", ["../outside.txt", "/etc/assistant-test", "/root/x", "sub/../../x"])
+def test_writes_outside_the_workspace_are_refused(ctx, path):
+    with pytest.raises(ToolError, match="outside the workspace"):
+        files.write_file(path, "x", context=ctx)
+    assert not os.path.exists("/etc/assistant-test")
+
+
+def test_symlink_leaving_the_workspace_is_refused(ctx, workspace, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("key")
+    (workspace / "link").symlink_to(secret)
+    with pytest.raises(ToolError, match="outside the workspace"):
+        files.read_file("link", context=ctx)
+    with pytest.raises(ToolError, match="outside the workspace"):
+        files.write_file("link", "overwritten", context=ctx)
+    assert secret.read_text() == "key"
+
+
+def test_protected_paths_are_not_writable(ctx, workspace):
+    (workspace / ".git" / "hooks").mkdir(parents=True)
+    with pytest.raises(ToolError, match="protected path"):
+        files.write_file(".git/hooks/pre-commit", "evil", context=ctx)
+    with pytest.raises(ToolError, match="protected path"):
+        files.write_file(".assistant/config.toml", "yes = true", context=ctx)
+
+
+def test_non_utf8_file_read_and_edit_preserve_bytes(ctx, workspace):
+    raw = b"caf\xe9 = 1\nname = 'x'\n\xff\xfe end\n"
+    (workspace / "latin.txt").write_bytes(raw)
+    shown = files.read_file("latin.txt", context=ctx)
+    assert "not valid UTF-8" in shown and "name = 'x'" in shown
+    files.edit_file("latin.txt", "name = 'x'", "name = 'y'", context=ctx)
+    assert (workspace / "latin.txt").read_bytes() == raw.replace(b"'x'", b"'y'")
+
+
+def test_binary_file_is_not_shown_or_edited(ctx, workspace):
+    (workspace / "blob.bin").write_bytes(b"\x00\x01\x02" * 10)
+    assert files.read_file("blob.bin", context=ctx) == "blob.bin: binary file, 30 bytes (not shown)"
+    with pytest.raises(ToolError, match="binary file"):
+        files.edit_file("blob.bin", "\x01", "x", context=ctx)
+
+
+def test_edit_needs_one_exact_match_and_returns_a_diff(ctx, workspace):
+    (workspace / "a.py").write_text("x = 1\nx = 1\ny = 2\n")
+    with pytest.raises(ToolError, match="occurs 2 times"):
+        files.edit_file("a.py", "x = 1", "x = 3", context=ctx)
+    with pytest.raises(ToolError, match="not found"):
+        files.edit_file("a.py", "z = 0", "z = 1", context=ctx)
+    out = files.edit_file("a.py", "y = 2", "y = 3", context=ctx)
+    assert "-y = 2\n+y = 3" in out and "--- a/a.py" in out
+
+
+def test_undo_restores_file_tool_writes(ctx, workspace):
+    files.write_file("hello.py", "print('changed')\n", context=ctx)
+    files.write_file("new.txt", "brand new", context=ctx)
+    label, paths = ctx.undo.undo()
+    assert label == "write_file new.txt" and not (workspace / "new.txt").exists()
+    ctx.undo.undo()
+    assert (workspace / "hello.py").read_text() == "print('hello')\n"
+    assert ctx.undo.undo() is None
+
+
+def test_undo_restores_what_a_command_changed(ctx, workspace):
+    (workspace / "keep.txt").write_text("untouched")
+    shell.run_command("echo overwritten > hello.py; echo created > made.txt", context=ctx)
+    label, paths = ctx.undo.undo()
+    assert sorted(p.name for p in paths) == ["hello.py", "made.txt"]
+    assert (workspace / "hello.py").read_text() == "print('hello')\n" and not (workspace / "made.txt").exists()
+
+
+def test_list_files_skips_generated_folders(ctx, workspace):
+    (workspace / ".git").mkdir()
+    (workspace / "src").mkdir()
+    (workspace / "src" / "app.py").write_text("")
+    out = files.list_files(context=ctx)
+    assert out.splitlines() == ["hello.py", "src/", "src/app.py"]

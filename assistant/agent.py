@@ -72,7 +72,12 @@ class Agent:
                                           f"like {prompts.CALL_FORMAT}, or answer in plain text."})
                     continue
                 if not calls:
-                    yield self._emit(Answer(output.strip()))
+                    # Small models sometimes echo the loop's own instruction; it is never part of an answer.
+                    answer = output.replace(prompts.FINAL_MARK, "").strip()
+                    if not answer:
+                        yield self._emit(Error("the model gave an empty answer"))
+                        return
+                    yield self._emit(Answer(answer))
                     return
                 room = s.max_actions_per_turn - actions
                 if room <= 0:

@@ -194,8 +194,6 @@ def run_once(settings, text: str, *, as_json: bool = False) -> int:
                 error = event.message
     finally:
         session.close()
-    if answer is not None and not answer:
-        error, answer = "the model gave an empty answer", None
     if as_json:
         usage = session.model.last_usage
         print(json.dumps({

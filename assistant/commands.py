@@ -38,10 +38,12 @@ def models(args, settings) -> int:
             entry = REGISTRY.get(args.name)
             if entry is None:
                 raise AssistantError(f"unknown model {args.name!r}; known: {', '.join(REGISTRY)} (or hf:ORG/NAME)")
-            if is_cached(entry) and not args.force:
-                print(f"{entry.name} is cached and verified: {cached_path(entry)}")
-                return 0
             path = pull(entry, force=args.force)
+            from assistant.models.transformers_backend import converted_dir, convert_gguf
+
+            if not (converted_dir(path) / ".complete").exists():
+                print("converting the GGUF file to a cached model folder (once; about 20 s) ...", flush=True)
+            path = convert_gguf(path)
         print(f"ready: {path}")
         return 0
     name = args.name or settings.model

@@ -148,20 +148,22 @@ class Repl:
         if getattr(model, "state", "ready") == "loading":
             self.write(self.style("2", f"(waiting for {self.session.model_name} to load ...)"))
         events = self.session.agent.run_turn(text)
-        streamed = False
+        self._streamed = ""
         try:
             for event in events:
-                streamed = self.render(event, streamed)
+                self.render(event)
         except KeyboardInterrupt:
             events.close()
             self.write(self.style("33", "\n^C: turn interrupted"))
 
-    def render(self, event, streamed: bool) -> bool:
+    def render(self, event) -> None:
         s = self.style
         if isinstance(event, Token):
             self.write(s("2", event.text), end="")
-            return True
-        if streamed:
+            self._streamed += event.text
+            return
+        streamed, self._streamed = self._streamed, ""
+        if streamed and not streamed.endswith("\n"):
             self.write()
         if isinstance(event, ToolCall):
             self.write(s("36", f"→ {event.name} {json.dumps(event.arguments, ensure_ascii=False)[:300]}"))
@@ -170,10 +172,10 @@ class Repl:
             shown = "\n".join(lines[:20]) + (f"\n… ({len(lines) - 20} more lines)" if len(lines) > 20 else "")
             self.write(s("2" if event.ok else "31", shown))
         elif isinstance(event, Answer):
-            self.write(s("1", event.text))
+            if event.text != streamed.strip():  # already on screen as it streamed, unless it was cleaned up
+                self.write(s("1", event.text))
         elif isinstance(event, Error):
             self.write(s("31", f"error: {event.message}"))
-        return False
 
     # --- slash commands --------------------------------------------------------------------------------
 

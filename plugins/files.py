@@ -32,7 +32,7 @@ def _shown(path: Path, context) -> str:
         return str(path)
 
 
-def list_files(path: str = ".", max_depth: int = 2, context=None) -> str:
+def list_files(path: str = ".", max_depth: int = 1, context=None) -> str:
     """List the files and folders under a folder of the workspace.
 
     Args:

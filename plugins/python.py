@@ -28,7 +28,8 @@ def run_python(code: str, timeout: int = 30, context=None) -> str:
     if context and context.undo:
         context.undo.before_workspace("run_python")
     try:
-        result = sandbox.run([sys.executable, "-I", "-"], cwd=cwd, timeout=timeout, stdin=code.encode("utf-8"))
+        # -E -s: ignore PYTHON* variables and the user site; unlike -I, the workspace stays importable.
+        result = sandbox.run([sys.executable, "-E", "-s", "-"], cwd=cwd, timeout=timeout, stdin=code.encode("utf-8"))
     finally:
         if context and context.undo:
             context.undo.after_workspace()

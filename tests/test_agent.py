@@ -185,3 +185,11 @@ def test_generation_stops_after_the_first_complete_call(make_session):
     run(s)
     recs = [r for r in read_records(s.audit.path) if r["kind"] == "model_output"]
     assert recs[0]["data"]["text"] == call("list_files")
+
+
+def test_an_echoed_loop_instruction_is_not_an_answer(make_session):
+    s = make_session([call("list_files"), f"hello.py is here.\n{FINAL_MARK}"])
+    assert run(s)[-1].text == "hello.py is here."
+    s = make_session([call("list_files"), FINAL_MARK])
+    last = run(s)[-1]
+    assert isinstance(last, Error) and last.message == "the model gave an empty answer"

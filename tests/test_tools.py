@@ -158,5 +158,10 @@ def test_list_files_skips_generated_folders(ctx, workspace):
     (workspace / ".git").mkdir()
     (workspace / "src").mkdir()
     (workspace / "src" / "app.py").write_text("")
-    out = files.list_files(context=ctx)
-    assert out.splitlines() == ["hello.py", "src/", "src/app.py"]
+    assert files.list_files(context=ctx).splitlines() == ["hello.py", "src/"]
+    assert files.list_files(max_depth=2, context=ctx).splitlines() == ["hello.py", "src/", "src/app.py"]
+
+
+def test_run_python_can_import_workspace_modules(ctx, workspace):
+    (workspace / "helpers.py").write_text("def double(x):\n    return 2 * x\n")
+    assert python.run_python("import helpers\nhelpers.double(21)", context=ctx) == "exit status 0\nstdout:\n42"

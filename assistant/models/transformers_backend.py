@@ -63,24 +63,22 @@ def convert_gguf(gguf: Path) -> Path:
     return out
 
 
-class _CountingStreamer:
-    """TextIteratorStreamer that also counts generated tokens and notes the time of the first one."""
+def counting_streamer(tokenizer):
+    """A TextIteratorStreamer that also counts generated tokens and notes when the first one came."""
+    from transformers import TextIteratorStreamer
 
-    def __new__(cls, tokenizer, timeout=None):
-        from transformers import TextIteratorStreamer
+    class CountingStreamer(TextIteratorStreamer):
+        generated = 0
+        first_token_at: float | None = None
 
-        class Counting(TextIteratorStreamer):
-            def put(self, value):
-                if not (self.skip_prompt and self.next_tokens_are_prompt):
-                    self.generated += int(value.numel())
-                    if self.first_token_at is None:
-                        self.first_token_at = time.monotonic()
-                super().put(value)
+        def put(self, value):
+            if not (self.skip_prompt and self.next_tokens_are_prompt):
+                self.generated += int(value.numel())
+                if self.first_token_at is None:
+                    self.first_token_at = time.monotonic()
+            super().put(value)
 
-        streamer = Counting(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
-        streamer.generated = 0
-        streamer.first_token_at = None
-        return streamer
+    return CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
 class TransformersModel:
@@ -178,7 +176,7 @@ class TransformersModel:
             def __call__(self, input_ids, scores, **kwargs):
                 return cancel.is_set()
 
-        streamer = _CountingStreamer(self.tokenizer)
+        streamer = counting_streamer(self.tokenizer)
         input_ids = torch.tensor([ids], device=self.model.device)
         gen_kwargs = dict(
             input_ids=input_ids,

@@ -18,6 +18,19 @@ MAX_SAME_CALL = 3
 STOP = ["\nObservation:", "Observation from"]
 
 
+def cut_repetition(text: str, times: int = 4) -> str | None:
+    """When the last `times` complete lines are one line repeated (a small model stuck in a loop), the text up
+    to its first copy; else None."""
+    lines = text.split("\n")[:-1]
+    tail = lines[-times:]
+    if len(tail) < times or not tail[0].strip() or len(set(tail)) != 1:
+        return None
+    first = len(lines) - times
+    while first > 0 and lines[first - 1] == tail[0]:
+        first -= 1
+    return "\n".join(lines[: first + 1])
+
+
 def summarize(text: str, limit: int) -> str:
     """Head and tail of a long observation, with a marker saying how much the model does not see."""
     if limit <= 0 or len(text) <= limit:
@@ -86,7 +99,7 @@ class Agent:
                                                "allowed actions (raise --max-actions-per-turn)"))
                         return
                     nudged = True
-                    self.messages.append({"role": "user", "content": prompts.FINAL_MARK})
+                    self.messages.append(prompts.final_message())
                     continue
                 for call in calls[:room]:
                     seen[call.key()] += 1
@@ -97,11 +110,12 @@ class Agent:
                     yield self._emit(ToolCall(call.name, call.arguments, call.id))
                     obs = self._execute(call)
                     yield self._emit(obs)
-                    final = actions >= s.max_actions_per_turn
-                    self.messages.append(prompts.observation_message(call.name, obs.text, final=final))
+                    self.messages.append(prompts.observation_message(call.name, obs.text))
                 if len(calls) > room:
                     self.messages.append({"role": "user", "content": f"({len(calls) - room} further calls were not run: "
                                           f"at most {s.max_actions_per_turn} per turn.)"})
+                if actions >= s.max_actions_per_turn:
+                    self.messages.append(prompts.final_message())
             yield self._emit(Error(f"no answer after {s.max_steps} model steps (raise --max-steps)"))
         except KeyboardInterrupt:
             yield from self._interrupted()
@@ -130,6 +144,11 @@ class Agent:
                     end = first_call_end("".join(pieces))
                     if end is not None:
                         pieces = ["".join(pieces)[:end]]
+                        break
+                if "\n" in piece:
+                    kept = cut_repetition("".join(pieces))
+                    if kept is not None:
+                        pieces = [kept]
                         break
         finally:
             close = getattr(stream, "close", None)

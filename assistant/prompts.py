@@ -2,8 +2,8 @@
 
 Measured on the embedded 135M model (see docs/prompting.md): full JSON schemas in the system prompt and
 examples that end in answers made it answer without calling; a short signature list, one complete example
-(call, observation, answer) and four call-only examples made it call tools, and a marker on the last
-observation of a turn ("no tool calls left") made it answer after one.
+(call, observation, answer) and four call-only examples made it call tools, and a separate "Now answer my
+request in plain text." after the last observation of a turn made it answer after one.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 from assistant.tools import Tool
 
 CALL_FORMAT = '{"tool_calls": [{"name": "TOOL_NAME", "arguments": {...}}]}'
-FINAL_MARK = "(No tool calls left in this turn. Answer the request in plain text.)"
+FINAL_MARK = "Now answer my request in plain text."
 
 SYSTEM = """You are a coding assistant working in the user's project folder.
 To use a tool, reply with only this JSON: {call_format}
@@ -50,8 +50,13 @@ def signature(tool: Tool) -> str:
     return f"- {tool.name}({', '.join(args)}): {tool.description.splitlines()[0]}"
 
 
-def observation_message(name: str, text: str, final: bool = False) -> dict:
-    return {"role": "user", "content": f"Observation from {name}:\n{text}" + (f"\n{FINAL_MARK}" if final else "")}
+def observation_message(name: str, text: str) -> dict:
+    return {"role": "user", "content": f"Observation from {name}:\n{text}"}
+
+
+def final_message() -> dict:
+    """Sent after the last observation a turn allows: a message of its own (the model echoed it when appended)."""
+    return {"role": "user", "content": FINAL_MARK}
 
 
 def call_message(name: str, arguments: dict) -> dict:
@@ -74,5 +79,6 @@ def few_shot(tools: dict[str, Tool]) -> list[dict]:
             continue
         messages += [{"role": "user", "content": request}, call_message(tool, args)]
         if observation is not None:
-            messages += [observation_message(tool, observation, final=True), {"role": "assistant", "content": answer}]
+            messages += [observation_message(tool, observation), final_message(),
+                         {"role": "assistant", "content": answer}]
     return messages

@@ -27,8 +27,8 @@ def test_json_call_then_answer(make_session, workspace):
     assert events[-1].text == "It prints hello."
     # The observation went back to the model, marked as the last action of the turn.
     last_prompt = s.model.received[-1]
-    assert last_prompt[-1]["content"].startswith("Observation from read_file:")
-    assert FINAL_MARK in last_prompt[-1]["content"]
+    assert last_prompt[-2]["content"].startswith("Observation from read_file:")
+    assert last_prompt[-1]["content"] == FINAL_MARK
 
 
 def test_fenced_and_legacy_formats_run_the_tool(make_session):
@@ -193,3 +193,10 @@ def test_an_echoed_loop_instruction_is_not_an_answer(make_session):
     s = make_session([call("list_files"), FINAL_MARK])
     last = run(s)[-1]
     assert isinstance(last, Error) and last.message == "the model gave an empty answer"
+
+
+def test_a_model_stuck_repeating_a_line_is_stopped(make_session):
+    s = make_session(["The files are:\n" + ".gitignore:\n" * 50 + "never reached"])
+    events = run(s)
+    assert events[-1].text == "The files are:\n.gitignore:"
+    assert sum(1 for e in events if e.kind == "token") < 20  # generation stopped early

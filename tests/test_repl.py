@@ -28,7 +28,7 @@ def run_repl(workspace, tmp_path, outputs, keys, **flags):
 def test_a_turn_with_a_tool_call_and_slash_commands(workspace, tmp_path, isolated_home):
     repl, out = run_repl(workspace, tmp_path, [call("list_files"), "There is hello.py."],
                          "What files are in this folder?\r/tools\r/remember use pytest\r/history\r/exit\r")
-    assert '→ list_files {}' in out and "hello.py" in out and out.count("There is hello.py.") == 1
+    assert '→ list_files {}' in out and "hello.py" in out and out.count("There is hello.py.") == 2  # streamed once, then in /history
     assert "run_command" in out and "(asks first)" in out  # /tools
     assert "remembered: - " in out and "use pytest" in (isolated_home / "memory_bank" / "global.md").read_text()
     assert "user: What files are in this folder?" in out  # /history

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ast
 import sys
 
-from assistant import sandbox
 from assistant.errors import ToolError
 from assistant.hookspecs import hookimpl
+from assistant.plugins.shell import execute
 from assistant.tools import requires_approval
 
 
@@ -22,18 +22,9 @@ def run_python(code: str, timeout: int = 30, context=None) -> str:
     if not code.strip():
         raise ToolError("code is empty")
     code = echo_last_expression(code)
-    limit = context.settings.command_timeout if context else 60
-    timeout = max(1, min(int(timeout), limit))
-    cwd = str(context.workspace.root) if context else "."
-    if context and context.undo:
-        context.undo.before_workspace("run_python")
-    try:
-        # -E -s: ignore PYTHON* variables and the user site; unlike -I, the workspace stays importable.
-        result = sandbox.run([sys.executable, "-E", "-s", "-"], cwd=cwd, timeout=timeout, stdin=code.encode("utf-8"))
-    finally:
-        if context and context.undo:
-            context.undo.after_workspace()
-    return result.render()
+    # -E -s: ignore PYTHON* variables and the user site; unlike -I, the workspace stays importable.
+    return execute([sys.executable, "-E", "-s", "-"], context=context, timeout=timeout, label="run_python",
+                   stdin=code.encode("utf-8"))
 
 
 def echo_last_expression(code: str) -> str:

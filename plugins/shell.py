@@ -24,13 +24,18 @@ def run_command(command: str | list[str], timeout: int = 60, context=None) -> st
         if not command.strip():
             raise ToolError("command is empty")
         argv = ["bash", "-c", command]
+    return execute(argv, context=context, timeout=timeout, label=f"run_command {command!r}")
+
+
+def execute(argv: list[str], *, context, timeout: int, label: str, stdin: bytes | None = None) -> str:
+    """Run argv in the workspace through the sandbox, capped by --command-timeout, with an undo snapshot."""
     limit = context.settings.command_timeout if context else 60
     timeout = max(1, min(int(timeout), limit))
     cwd = str(context.workspace.root) if context else "."
     if context and context.undo:
-        context.undo.before_workspace(f"run_command {command!r}")
+        context.undo.before_workspace(label)
     try:
-        result = sandbox.run(argv, cwd=cwd, timeout=timeout)
+        result = sandbox.run(argv, cwd=cwd, timeout=timeout, stdin=stdin)
     finally:
         if context and context.undo:
             context.undo.after_workspace()

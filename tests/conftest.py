@@ -66,3 +66,21 @@ def call(name: str, **arguments) -> str:
     import json
 
     return json.dumps({"tool_calls": [{"name": name, "arguments": arguments}]})
+
+
+def serve(handler_class):
+    """Start a real HTTP server on 127.0.0.1 (a free port) in a thread; returns (base URL, server)."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{httpd.server_address[1]}", httpd
+
+
+def respond(handler, code: int, body: bytes, content_type: str = "application/json") -> None:
+    handler.send_response(code)
+    handler.send_header("content-type", content_type)
+    handler.send_header("content-length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)

@@ -200,3 +200,33 @@ def test_a_model_stuck_repeating_a_line_is_stopped(make_session):
     events = run(s)
     assert events[-1].text == "The files are:\n.gitignore:"
     assert sum(1 for e in events if e.kind == "token") < 20  # generation stopped early
+
+
+def test_custom_and_disabled_system_prompt(make_session):
+    s = make_session(["hi"], system_prompt="You are terse. Tools:\n{tools}")
+    run(s)
+    system = s.model.received[0][0]
+    assert system["role"] == "system" and system["content"].startswith("You are terse. Tools:\n- run_command(")
+    s = make_session(["hi"], disable_system_prompt=True)
+    run(s)
+    assert all(m["role"] != "system" for m in s.model.received[0])
+
+
+def test_audit_log_flag_appends_to_one_file(make_session, tmp_path):
+    shared = tmp_path / "one.jsonl"
+    for text in ("first", "second"):
+        s = make_session([text], audit_log=str(shared))
+        run(s, text)
+        s.close()
+    records = list(read_records(shared))
+    assert [r["data"]["text"] for r in records if r["kind"] == "answer"] == ["first", "second"]
+    assert len({r["session"] for r in records}) == 2 and verify(shared)[1] is None
+
+
+def test_remembered_notes_reach_the_next_session(make_session):
+    from assistant.memory_bank.notes import remember
+
+    remember("the project uses tabs")
+    s = make_session(["ok"])
+    run(s)
+    assert "the project uses tabs" in s.model.received[0][0]["content"]

@@ -2,12 +2,12 @@
 
 import hashlib
 import json
-import threading
 import zipfile
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from conftest import respond, serve
 
 from assistant.config import load_settings
 from assistant.errors import ModelError
@@ -72,8 +72,6 @@ def test_missing_package_is_a_clear_error(tmp_path):
 
 class Hub:
     def __init__(self, files, corrupt=()):
-        hub = self
-
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *a):
                 pass
@@ -87,17 +85,10 @@ class Hub:
                     name = self.path.rsplit("/", 1)[1]
                     body = files[name] if name not in corrupt else files[name][:-1] + b"?"
                 else:
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                    return respond(self, 404, b"{}")
+                respond(self, 200, body, "application/octet-stream")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url, self.httpd = serve(Handler)
 
 
 def test_hub_download_verifies_each_file(monkeypatch):

@@ -2,10 +2,10 @@
 
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from conftest import respond, serve
 
 from assistant.errors import ModelError
 from assistant.models.openai_backend import OpenAIModel
@@ -49,16 +49,10 @@ class Server:
                     self.wfile.write(arg)
 
             def _send(self, code, payload):
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                respond(self, code, json.dumps(payload).encode())
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        base, self.httpd = serve(Handler)
+        self.url = base + "/v1"
 
 
 @pytest.fixture

@@ -174,6 +174,8 @@ class Repl:
         elif isinstance(event, Answer):
             if event.text != streamed.strip():  # already on screen as it streamed, unless it was cleaned up
                 self.write(s("1", event.text))
+        elif isinstance(event, Error) and event.message == "interrupted":
+            self.write(s("33", "^C: turn interrupted"))
         elif isinstance(event, Error):
             self.write(s("31", f"error: {event.message}"))
 

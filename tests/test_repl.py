@@ -125,3 +125,12 @@ def test_ctrl_c_in_a_real_terminal_kills_the_command_and_keeps_the_repl(workspac
         os.close(master)
     out = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True).stdout
     assert out.strip() == ""
+
+
+def test_model_switch(workspace, tmp_path):
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps("from the other model") + "\n")
+    repl, out = run_repl(workspace, tmp_path, ["from the first model"],
+                         f"one\r/model scripted:{other}\rtwo\r/model\r/exit\r")
+    assert "from the first model" in out and "from the other model" in out
+    assert f"switching to scripted:{other}" in out and f"scripted:{other}: ready" in out

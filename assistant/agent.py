@@ -18,17 +18,19 @@ MAX_SAME_CALL = 3
 STOP = ["\nObservation:", "Observation from"]
 
 
-def cut_repetition(text: str, times: int = 4) -> str | None:
-    """When the last `times` complete lines are one line repeated (a small model stuck in a loop), the text up
-    to its first copy; else None."""
-    lines = text.split("\n")[:-1]
-    tail = lines[-times:]
-    if len(tail) < times or not tail[0].strip() or len(set(tail)) != 1:
-        return None
-    first = len(lines) - times
-    while first > 0 and lines[first - 1] == tail[0]:
-        first -= 1
-    return "\n".join(lines[: first + 1])
+def clean_text(text: str) -> str:
+    """Valid Unicode: undecodable bytes (surrogate escapes) and lone surrogates become U+FFFD."""
+    try:
+        data = text.encode("utf-8", "surrogateescape")  # undecodable bytes back to themselves
+    except UnicodeEncodeError:
+        data = text.encode("utf-8", "surrogatepass")
+    return data.decode("utf-8", "replace")
+
+
+def looping(text: str, times: int = 10) -> bool:
+    """True when the last `times` complete lines are one non-blank line repeated: a small model stuck."""
+    tail = text.split("\n")[:-1][-times:]
+    return len(tail) == times and bool(tail[0].strip()) and len(set(tail)) == 1
 
 
 def summarize(text: str, limit: int) -> str:
@@ -64,6 +66,7 @@ class Agent:
         return event
 
     def run_turn(self, text: str) -> Iterator[Event]:
+        text = clean_text(text)
         self.turns += 1
         yield self._emit(Meta("user", {"text": text, "turn": self.turns}))
         self.messages.append({"role": "user", "content": text})
@@ -124,6 +127,9 @@ class Agent:
             raise
         except AssistantError as exc:
             yield self._emit(Error(str(exc)))
+        except Exception as exc:  # noqa: BLE001 - a bug must end the turn, not the session
+            self._emit(Meta("internal_error", {"traceback": traceback.format_exc()}))
+            yield self._emit(Error(f"internal error: {type(exc).__name__}: {exc} (traceback in the audit log)"))
 
     def _interrupted(self) -> Iterator[Event]:
         self.messages.append({"role": "user", "content": "(The user interrupted this turn.)"})
@@ -141,15 +147,12 @@ class Agent:
                 pieces.append(piece)
                 yield self._emit(Token(piece))
                 if "}" in piece and s.max_actions_per_turn == 1:
-                    end = first_call_end("".join(pieces))
+                    end = first_call_end("".join(pieces), self.registry.tools)
                     if end is not None:
                         pieces = ["".join(pieces)[:end]]
                         break
-                if "\n" in piece:
-                    kept = cut_repetition("".join(pieces))
-                    if kept is not None:
-                        pieces = [kept]
-                        break
+                if "\n" in piece and looping("".join(pieces)):
+                    break
         finally:
             close = getattr(stream, "close", None)
             if close:
@@ -181,6 +184,7 @@ class Agent:
                 text, ok = f"Error: {type(exc).__name__}: {exc}", False
                 self._emit(Meta("tool_exception", {"tool": call.name, "traceback": traceback.format_exc()}))
         self.registry.hook.after_tool_call(call=call, result=text, context=ctx)
+        text = clean_text(text)
         shown = summarize(text, self.settings.observation_summary_chars)
         return Observation(call.name, shown, ok=ok, seconds=round(time.monotonic() - start, 4), id=call.id,
                            full=text if shown != text else None)

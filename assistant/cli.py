@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from typing import Any
@@ -120,7 +121,24 @@ def settings_from(args: argparse.Namespace):
     return load_settings(flags)
 
 
+class _WarningPrinter(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"warning: {record.getMessage()}", file=sys.stderr)
+
+
+def _setup_output() -> None:
+    # Text from files and models may hold undecodable bytes; printing must never crash on them.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+    logger = logging.getLogger("assistant")
+    if not any(isinstance(h, _WarningPrinter) for h in logger.handlers):
+        logger.addHandler(_WarningPrinter(logging.WARNING))
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
+    _setup_output()
     argv = sys.argv[1:] if argv is None else list(argv)
     once = "--once" in argv[: argv.index("--") if "--" in argv else len(argv)]
     parser = build_parser(once=once)

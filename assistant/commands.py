@@ -82,7 +82,9 @@ def find_log(ref: str | None, settings=None) -> Path:
     return files[-1]
 
 
-def render_record(rec: dict) -> str:
+def render_record(rec) -> str:
+    if not isinstance(rec, dict) or not isinstance(rec.get("data", {}), dict):
+        return f"   ? {json.dumps(rec, ensure_ascii=False)[:200]}  (not an audit record)"
     kind, data = rec.get("kind"), rec.get("data") or {}
     if kind == "user":
         body = data.get("text", "")
@@ -99,7 +101,7 @@ def render_record(rec: dict) -> str:
         body = data.get("message", "")
     else:
         body = json.dumps(data, ensure_ascii=False)[:200]
-    return f"{rec.get('seq'):>4} {kind:<14} {body}"
+    return f"{str(rec.get('seq')):>4} {str(kind):<14} {body}"
 
 
 def audit(args, settings) -> int:

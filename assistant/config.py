@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import sys
 from dataclasses import dataclass, field, fields
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from assistant.errors import ConfigError
+
+log = logging.getLogger("assistant.config")
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,6 +50,12 @@ class Settings:
 
     CHOICES = {"quantization": ("none", "8bit", "4bit")}
     SECRET = ("api_key",)
+    MINIMUM = {"max_new_tokens": 1, "max_actions_per_turn": 1, "max_steps": 1, "command_timeout": 1,
+               "observation_summary_chars": 0, "context_window": 1, "request_timeout": 0.1}
+    # A cloned repository's .assistant/config.toml must not be able to approve commands, send keys or prompts
+    # to a server of its choosing, load remote code, move the audit log or rewrite the system prompt.
+    NOT_FROM_WORKSPACE = ("yes", "model", "model_name", "api_key", "trust_remote_code", "audit_log",
+                          "system_prompt", "disable_system_prompt", "workspace")
 
     def public_items(self) -> list[tuple[str, Any, str]]:
         """(name, value, source) for `config show`; secrets are masked."""
@@ -94,6 +103,9 @@ def _coerce(name: str, raw: Any, origin: str) -> Any:
             value = str(raw)
     except ValueError as exc:
         raise ConfigError(f"{origin}: bad value for {name}: {exc}") from None
+    minimum = Settings.MINIMUM.get(name)
+    if minimum is not None and value is not None and value < minimum:
+        raise ConfigError(f"{origin}: {name} must be at least {minimum}, got {value}")
     choices = Settings.CHOICES.get(name)
     if choices and value not in choices:
         raise ConfigError(f"{origin}: {name} must be one of {', '.join(choices)}, got {value!r}")
@@ -142,9 +154,15 @@ def load_settings(flags: dict[str, Any] | None = None, *, env: dict[str, str] | 
     if not workspace.is_dir():
         raise ConfigError(f"workspace {workspace} is not a folder")
 
-    layers: list[tuple[str, dict[str, Any]]] = []
-    for path in (user_config_path(), workspace_config_path(workspace)):
-        layers.append((str(path), _read_toml(path)))
+    layers: list[tuple[str, dict[str, Any]]] = [(str(user_config_path()), _read_toml(user_config_path()))]
+    ws_path = workspace_config_path(workspace)
+    ws_values = _read_toml(ws_path)
+    for name in Settings.NOT_FROM_WORKSPACE:
+        if name in ws_values:
+            del ws_values[name]
+            log.warning("%s: %s is ignored in a workspace config (set it in %s, the environment or a flag)",
+                        ws_path, name, user_config_path())
+    layers.append((str(ws_path), ws_values))
     env_layer = {}
     for f in setting_fields():
         key = "ASSISTANT_" + f.name.upper()

@@ -7,7 +7,6 @@ returns to the prompt; Ctrl-D exits.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Callable
@@ -21,6 +20,7 @@ from prompt_toolkit.key_binding import KeyBindings
 from assistant.errors import AssistantError
 from assistant.events import Answer, Error, Meta, Observation, Token, ToolCall
 from assistant.home import home
+from assistant.sandbox import escape_output
 
 BUILTIN_HELP = {
     "help": "this list",
@@ -33,6 +33,11 @@ BUILTIN_HELP = {
     "undo": "restore the files the last tool call changed",
     "exit": "leave (Ctrl-D works too)",
 }
+
+
+def safe(text: str) -> str:
+    """Model and tool text with control characters (terminal escapes) made visible instead of active."""
+    return escape_output(text.encode("utf-8", "surrogatepass"))
 
 
 class Style:
@@ -74,6 +79,7 @@ class Repl:
             multiline=False, key_bindings=self._bindings(), bottom_toolbar=self._toolbar, refresh_interval=0.5,
             completer=None, complete_while_typing=False,
         )
+        self.ask_session = PromptSession(input=input, output=output)  # answers stay out of the history file
         self.session = Session(settings, interactive=True, ask=self.ask)
         self.prompt_session.completer = ReplCompleter(self._command_names, self.session.workspace.root)
         self.running = True
@@ -110,9 +116,9 @@ class Repl:
         self.out.flush()
 
     def ask(self, question: str) -> bool:
-        self.write(self.style("33", question))
+        self.write(self.style("33", safe(question)))
         try:
-            reply = self.prompt_session.prompt("allow? [y/N] ", bottom_toolbar=None)
+            reply = self.ask_session.prompt("allow? [y/N] ")
         except (EOFError, KeyboardInterrupt):
             return False
         return reply.strip().lower() in ("y", "yes")
@@ -159,7 +165,7 @@ class Repl:
     def render(self, event) -> None:
         s = self.style
         if isinstance(event, Token):
-            self.write(s("2", event.text), end="")
+            self.write(s("2", safe(event.text)), end="")
             self._streamed += event.text
             return
         streamed, self._streamed = self._streamed, ""
@@ -168,16 +174,16 @@ class Repl:
         if isinstance(event, ToolCall):
             self.write(s("36", f"→ {event.name} {json.dumps(event.arguments, ensure_ascii=False)[:300]}"))
         elif isinstance(event, Observation):
-            lines = event.text.splitlines()
+            lines = safe(event.text).splitlines()
             shown = "\n".join(lines[:20]) + (f"\n… ({len(lines) - 20} more lines)" if len(lines) > 20 else "")
             self.write(s("2" if event.ok else "31", shown))
         elif isinstance(event, Answer):
             if event.text != streamed.strip():  # already on screen as it streamed, unless it was cleaned up
-                self.write(s("1", event.text))
+                self.write(s("1", safe(event.text)))
         elif isinstance(event, Error) and event.message == "interrupted":
             self.write(s("33", "^C: turn interrupted"))
         elif isinstance(event, Error):
-            self.write(s("31", f"error: {event.message}"))
+            self.write(s("31", f"error: {safe(event.message)}"))
 
     # --- slash commands --------------------------------------------------------------------------------
 
@@ -212,8 +218,14 @@ class Repl:
         if rest:
             from assistant.models.builtin import load_model
 
+            old = self.session.settings.model
             self.session.settings.model = rest
-            self.session.model = self.session.agent.model = load_model(self.session.settings, self.session.registry)
+            try:
+                model = load_model(self.session.settings, self.session.registry)
+            except AssistantError:
+                self.session.settings.model = old
+                raise
+            self.session.model = self.session.agent.model = model
             self.write(f"switching to {rest} (loading in the background)")
             return
         model = self.session.model
@@ -269,14 +281,5 @@ class Repl:
     cmd_quit = cmd_exit
 
 
-class _WarningPrinter(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        print(f"warning: {record.getMessage()}", file=sys.stderr)
-
-
 def run_repl(settings, **kwargs) -> int:
-    logger = logging.getLogger("assistant")
-    if not logger.handlers:
-        logger.addHandler(_WarningPrinter(logging.WARNING))
-        logger.propagate = False
     return Repl(settings, **kwargs).run()

@@ -52,7 +52,10 @@ class Result:
         elif self.interrupted:
             status = "interrupted (process group killed)"
         elif self.returncode is not None and self.returncode < 0:
-            status = f"killed by signal {signal.Signals(-self.returncode).name}"
+            try:
+                status = f"killed by signal {signal.Signals(-self.returncode).name}"
+            except ValueError:  # a real-time signal has no name
+                status = f"killed by signal {-self.returncode}"
         else:
             status = f"exit status {self.returncode}"
         parts = [status]
@@ -123,9 +126,20 @@ def _limiter(limits: Limits):
         ]
         for what, value in pairs:
             if value is not None:
+                _, hard = resource.getrlimit(what)
+                if hard != resource.RLIM_INFINITY:
+                    value = min(value, hard)  # a limit can be lowered, never raised
                 resource.setrlimit(what, (value, value))
 
     return apply
+
+
+def _feed(pipe, data: bytes) -> None:
+    try:
+        pipe.write(data)
+        pipe.close()
+    except (BrokenPipeError, ValueError, OSError):
+        pass
 
 
 def _kill_group(pgid: int) -> None:
@@ -158,14 +172,11 @@ def run(argv: list[str], *, cwd: str, timeout: float, stdin: bytes | None = None
 
     readers = [threading.Thread(target=pump, args=(proc.stdout, out), daemon=True),
                threading.Thread(target=pump, args=(proc.stderr, err), daemon=True)]
+    if stdin is not None:
+        # In a thread: a child that never reads its input must not hold us past the timeout.
+        readers.append(threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True))
     for t in readers:
         t.start()
-    if stdin is not None:
-        try:
-            proc.stdin.write(stdin)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
     timed_out = interrupted = False
     try:
         proc.wait(timeout=timeout)
@@ -179,10 +190,9 @@ def run(argv: list[str], *, cwd: str, timeout: float, stdin: bytes | None = None
         _kill_group(proc.pid)
         proc.wait()
         for t in readers:
-            t.join(timeout=2)
-        if interrupted:
-            proc.stdout.close()
-            proc.stderr.close()
+            # A process that left the group (setsid) may still hold the pipes open: do not wait for it.
+            # (The bubblewrap layer's PID namespace kills such escapees; this layer cannot.)
+            t.join(timeout=0.5)
     return Result(
         returncode=proc.returncode if not timed_out else None,
         stdout=out.text(),

@@ -1,7 +1,8 @@
 """Finding tool calls in model output: JSON `tool_calls`, fenced JSON, or legacy `Action:` / `Action Input:`.
 
 Every call is parsed whole and validated against its tool's JSON schema before anything runs; a cut-off or
-invalid call raises FormatError (which the loop shows to the model) and nothing of it is executed.
+invalid call raises FormatError (which the loop shows to the model) and nothing of it is executed. JSON in
+an answer that is not a call (a code example, a config snippet) is left alone.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from assistant.errors import FormatError
 from assistant.tools import Tool
 
 MAX_ARGUMENT_BYTES = 64 * 1024
-_CALL_START = re.compile(r"""\{\s*["']?(tool_calls|name|function)["']?\s*:""")
-_ACTION = re.compile(r"^\s*Action:\s*`?([A-Za-z_][\w.-]*)`?\s*$\s*^\s*Action Input:\s*", re.M)
-_LOOKS_LIKE_CALL = re.compile(r"""["']tool_calls["']|^\s*Action:|["']arguments["']\s*:""", re.M)
-_NAME_KEY = re.compile(r"""["']name["']\s*:""")
-_ENVELOPE_KEYS = {"name", "arguments", "id", "type", "function", "parameters"}
+_OBJECT_START = re.compile(r"""\{\s*["']?[A-Za-z_]\w*["']?\s*:""")
+_ACTION = re.compile(r"^[ \t]*Action:[ \t]*`?([A-Za-z_][\w.-]*)`?[ \t]*\n\s*Action Input:[ \t]*", re.M)
+_NEXT_SECTION = re.compile(r"^\s*(Thought|Action|Observation|Final Answer)\s*:", re.M)
+_CALL_WORDS = re.compile(r"""["'](tool_calls|arguments)["']\s*:""")
+_COMMENTARY_KEYS = {"id", "type", "thought", "thoughts", "reasoning", "explanation"}
 
 
 @dataclass
@@ -36,54 +37,68 @@ class Call:
         return self.name + json.dumps(self.arguments, sort_keys=True, ensure_ascii=False)
 
 
-def _balanced_end(text: str, start: int) -> int | None:
-    """Index just past the object that opens at text[start], or None when it never closes (cut off)."""
-    depth, in_string, escaped = 0, False, False
+def _scan(text: str, start: int) -> tuple[int | None, list[str]]:
+    """Scan the object opening at text[start]: (index just past it or None when it never closes, the keys seen
+    outside strings). Strings may use double or single quotes (near-JSON from small models)."""
+    depth, quote, escaped, keys = 0, None, False, []
+    string_start = 0
     for i in range(start, len(text)):
         ch = text[i]
-        if in_string:
+        if quote:
             if escaped:
                 escaped = False
             elif ch == "\\":
                 escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
+            elif ch == quote:
+                quote = None
+                after = text[i + 1 : i + 40].lstrip()
+                if after.startswith(":"):
+                    keys.append(text[string_start + 1 : i])
+        elif ch == '"' or (ch == "'" and _previous_char(text, i, start) in "{[:,"):
+            quote, string_start = ch, i
         elif ch in "{[":
             depth += 1
         elif ch in "}]":
             depth -= 1
             if depth == 0:
-                return i + 1
-    return None
+                return i + 1, keys
+    return None, keys
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    dupes = {k for k in keys if keys.count(k) > 1}
-    if dupes:
-        raise FormatError(f"tool call repeats the key {sorted(dupes)[0]!r} (two calls fused into one?)")
-    return dict(pairs)
+def _previous_char(text: str, i: int, floor: int) -> str:
+    j = i - 1
+    while j > floor and text[j] in " \t\r\n":
+        j -= 1
+    return text[j]
 
 
-def _load(span: str) -> Any:
+def _looks_like_call(value: Any, tools: dict[str, Tool]) -> bool:
+    if not isinstance(value, dict):
+        return False
+    return ("tool_calls" in value or "arguments" in value or isinstance(value.get("function"), dict)
+            or value.get("name") in tools)
+
+
+def _load(span: str, tools: dict[str, Tool], keys: list[str], *, expected: bool = False) -> Any:
+    """The JSON value of span; near-JSON is repaired only when nothing of it is lost or merged."""
     try:
-        return json.loads(span, object_pairs_hook=_no_duplicate_keys)
+        return json.loads(span)
+    except RecursionError:
+        raise FormatError("tool call nests too deeply") from None
     except json.JSONDecodeError as exc:
         first_error = exc
     import json_repair  # near-JSON (single quotes, trailing commas, True/None) from small models
 
-    repaired = json_repair.repair_json(span)
     try:
-        value = json.loads(repaired, object_pairs_hook=_no_duplicate_keys)
-    except json.JSONDecodeError:
+        value = json.loads(json_repair.repair_json(span))
+    except (json.JSONDecodeError, RecursionError, ValueError):
         value = None
-    if not isinstance(value, dict) or not value:
-        raise FormatError(f"tool call is not valid JSON: {first_error.msg} at character {first_error.pos}")
-    if len(_NAME_KEY.findall(span)) != _count_key(value, "name"):
+    if not expected and not _looks_like_call(value, tools) and not _CALL_WORDS.search(span):
+        return None  # JSON-ish text in an answer, not a call
+    if not isinstance(value, dict) or keys.count("name") != _count_key(value, "name"):
         # The repair merged or dropped objects (e.g. two calls fused without a separator): never guess.
-        raise FormatError("tool call is not valid JSON (two calls fused into one?); send one well-formed call")
+        raise FormatError(f"tool call is not valid JSON ({first_error.msg} at character {first_error.pos}; two calls fused "
+                          "into one?); send one well-formed call")
     return value
 
 
@@ -95,13 +110,10 @@ def _count_key(value: Any, key: str) -> int:
     return 0
 
 
-def _envelopes(obj: Any) -> list[dict[str, Any]]:
-    """The call objects inside one parsed JSON value."""
-    if isinstance(obj, dict) and "tool_calls" in obj:
+def _envelopes(obj: dict[str, Any]) -> list[Any]:
+    """The call objects inside one parsed JSON object (commentary keys beside them are ignored)."""
+    if "tool_calls" in obj:
         calls = obj["tool_calls"]
-        extra = set(obj) - {"tool_calls"}
-        if extra:
-            raise FormatError(f"unexpected key {sorted(extra)[0]!r} beside tool_calls")
         if isinstance(calls, dict):
             calls = [calls]
         if not isinstance(calls, list) or not calls:
@@ -110,26 +122,26 @@ def _envelopes(obj: Any) -> list[dict[str, Any]]:
     return [obj]
 
 
-def _normalise(env: Any, tools: dict[str, Tool]) -> tuple[str, dict[str, Any]]:
+def _normalise(env: Any) -> tuple[str, Any]:
     if not isinstance(env, dict):
         raise FormatError('each tool call must be an object {"name": ..., "arguments": {...}}')
     if isinstance(env.get("function"), dict):  # OpenAI style
-        env = {**env["function"], **{k: v for k, v in env.items() if k != "function"}}
-    extra = set(env) - _ENVELOPE_KEYS
-    if extra:
-        raise FormatError(f'unexpected key {sorted(extra)[0]!r} in a tool call (use "name" and "arguments")')
+        env = {**{k: v for k, v in env.items() if k != "function"}, **env["function"]}
     name = env.get("name")
     if not isinstance(name, str) or not name:
         raise FormatError('a tool call needs "name": the tool to call')
-    args = env.get("arguments", env.get("parameters", {}))
+    if "arguments" in env and "parameters" in env:
+        raise FormatError(f'the call to {name} gives both "arguments" and "parameters"; give "arguments" once')
+    if "arguments" in env or "parameters" in env:
+        args = env.get("arguments", env.get("parameters"))
+    else:  # arguments written beside the name: {"name": "read_file", "path": "a.py"}
+        args = {k: v for k, v in env.items() if k != "name" and k not in _COMMENTARY_KEYS}
     if isinstance(args, str):
         try:
             args = json.loads(args) if args.strip() else {}
         except json.JSONDecodeError as exc:
             raise FormatError(f"arguments of {name} are not valid JSON: {exc.msg}") from None
-    if args is None:
-        args = {}
-    return name, args
+    return name, {} if args is None else args
 
 
 def validate(name: str, args: Any, tools: dict[str, Tool]) -> Call:
@@ -138,7 +150,7 @@ def validate(name: str, args: Any, tools: dict[str, Tool]) -> Call:
         raise FormatError(f"unknown tool {name!r}; the tools are: {', '.join(sorted(tools))}")
     if not isinstance(args, dict):
         raise FormatError(f"arguments of {name} must be a JSON object")
-    size = len(json.dumps(args, ensure_ascii=False).encode("utf-8"))
+    size = len(json.dumps(args, ensure_ascii=False).encode("utf-8", "surrogatepass"))
     if size > MAX_ARGUMENT_BYTES:
         raise FormatError(f"arguments of {name} are too large ({size} bytes; the limit is {MAX_ARGUMENT_BYTES})")
     errors = sorted(jsonschema.Draft202012Validator(tool.parameters).iter_errors(args), key=lambda e: list(e.path))
@@ -152,27 +164,30 @@ def validate(name: str, args: Any, tools: dict[str, Tool]) -> Call:
 
 
 def _legacy_calls(text: str, tools: dict[str, Tool]) -> tuple[list[tuple[int, str, Any]], list[tuple[int, int]]]:
-    """Calls in the `Action:` / `Action Input:` format, and the spans of their JSON inputs."""
+    """Calls in the `Action:` / `Action Input:` format, and the spans of their inputs."""
     found, spans = [], []
     for m in _ACTION.finditer(text):
-        name, rest_at = m.group(1), m.end()
-        rest = text[rest_at:]
-        stripped = rest.lstrip()
-        if stripped.startswith("{"):
-            start = rest_at + (len(rest) - len(stripped))
-            end = _balanced_end(text, start)
+        name, at = m.group(1), m.end()
+        if text[at:at + 1] == "{":
+            end, keys = _scan(text, at)
             if end is None:
                 raise FormatError("Action Input is cut off (unbalanced braces); send the whole call")
-            found.append((m.start(), name, _load(text[start:end])))
-            spans.append((start, end))
-        else:
-            line = stripped.splitlines()[0].strip() if stripped.strip() else ""
-            tool = tools.get(name)
-            required = tool.parameters["required"] if tool else []
-            if tool and len(required) == 1 and line:
-                found.append((m.start(), name, {required[0]: line}))
-            else:
+            value = _load(text[at:end], tools, keys, expected=True)
+            if not isinstance(value, dict):
                 raise FormatError("Action Input must be a JSON object of arguments")
+            found.append((m.start(), name, value))
+            spans.append((at, end))
+            continue
+        nxt = _NEXT_SECTION.search(text, at)
+        end = nxt.start() if nxt else len(text)
+        raw = text[at:end].strip()
+        tool = tools.get(name)
+        required = tool.parameters["required"] if tool else []
+        if tool and len(required) == 1 and raw:
+            found.append((m.start(), name, {required[0]: raw}))  # the whole input, every line of it
+            spans.append((at, end))
+        else:
+            raise FormatError("Action Input must be a JSON object of arguments")
     return found, spans
 
 
@@ -181,25 +196,29 @@ def parse_tool_calls(text: str, tools: dict[str, Tool]) -> list[Call]:
     raw, taken = _legacy_calls(text, tools)
     pos = 0
     while True:
-        m = _CALL_START.search(text, pos)
+        m = _OBJECT_START.search(text, pos)
         if not m:
             break
         start = m.start()
-        if any(a <= start < b for a, b in taken):  # already read as an Action Input
+        if any(a <= start < b for a, b in taken):
             pos = start + 1
             continue
-        end = _balanced_end(text, start)
+        end, keys = _scan(text, start)
         if end is None:
-            raise FormatError("tool call is cut off (unbalanced braces); send the whole call in one message")
-        obj = _load(text[start:end])
-        if isinstance(obj, dict) and ("tool_calls" in obj or "arguments" in obj or "function" in obj
-                                      or obj.get("name") in tools):
-            for env in _envelopes(obj):
-                name, args = _normalise(env, tools)
+            rest = text[start:]
+            if _CALL_WORDS.search(rest) or any(f'"{name}"' in rest for name in tools):
+                raise FormatError("tool call is cut off (unbalanced braces); send the whole call in one message")
+            break  # an unfinished brace in prose
+        value = _load(text[start:end], tools, keys)
+        if _looks_like_call(value, tools):
+            for env in _envelopes(value):
+                name, args = _normalise(env)
                 raw.append((start, name, args))
-        pos = end
+            pos = end
+        else:
+            pos = start + 1  # not a call: a call may still be nested inside (e.g. {"response": {...}})
     if not raw:
-        if _LOOKS_LIKE_CALL.search(text):
+        if re.search(r"""["']tool_calls["']""", text):
             raise FormatError('could not find a complete tool call; use {"tool_calls": [{"name": ..., "arguments": {...}}]}')
         return []
     raw.sort(key=lambda item: item[0])
@@ -212,11 +231,15 @@ def parse_tool_calls(text: str, tools: dict[str, Tool]) -> list[Call]:
     return calls
 
 
-def first_call_end(text: str) -> int | None:
-    """Where the first complete call in `text` ends (to stop generating there), or None."""
-    m = _CALL_START.search(text)
-    action = _ACTION.search(text)
-    starts = [i for i in (m.start() if m else None, text.find("{", action.end()) if action else None) if i is not None and i >= 0]
-    if not starts:
-        return None
-    return _balanced_end(text, min(starts))
+def first_call_end(text: str, tools: dict[str, Tool]) -> int | None:
+    """Where the first complete, valid call in `text` ends (to stop generating there), or None."""
+    for m in _OBJECT_START.finditer(text):
+        end, _ = _scan(text, m.start())
+        if end is None:
+            return None
+        try:
+            if parse_tool_calls(text[:end], tools):
+                return end
+        except FormatError:
+            return None
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,9 +32,10 @@ class Workspace:
         if real != self.root and self.root not in real.parents:
             raise ToolError(f"{path}: outside the workspace {self.root}")
         if for_write:
-            rel = real.relative_to(self.root)
-            parts = rel.parts
-            if parts[:2] == (".git", "hooks") or parts[:1] == (".assistant",):
+            first = real.relative_to(self.root).parts[:1]
+            # .git as a whole (hooks, config: core.hooksPath, fsmonitor run commands) and our own settings;
+            # compared case-insensitively for case-insensitive file systems.
+            if first and first[0].lower() in (".git", ".assistant"):
                 raise ToolError(f"{path}: protected path, not writable by tools")
             protected = home().resolve()
             if real == protected or protected in real.parents:
@@ -48,6 +50,21 @@ class Workspace:
             for name in sorted(filenames):
                 found.append(Path(dirpath) / name)
         return found
+
+
+def replace_file(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write data to path atomically through a fresh temporary file (O_EXCL: never through a planted symlink)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".assistant-tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 @dataclass
@@ -66,10 +83,7 @@ class Snapshot:
                     path.unlink()
                     restored.append(path)
             else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(path.name + ".assistant-undo")
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
+                replace_file(path, data)
                 restored.append(path)
         return restored
 

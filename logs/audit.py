@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,9 @@ class AuditLog:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            if not stat.S_ISREG(os.fstat(self.fd).st_mode):
+                os.close(self.fd)
+                raise AuditError(f"the audit log {self.path} must be a regular file")
             with self._locked():
                 self._size, self._prev, self._seq = _tail(self.fd)
         except OSError as exc:
@@ -99,7 +103,8 @@ class AuditLog:
                 self._size, self._prev, self._seq = _tail(self.fd)
             record = {"v": VERSION, "ts": time.time(), "session": self.session, "seq": self._seq + 1,
                       "kind": kind, "data": data, "prev": self._prev}
-            line = json.dumps(record, ensure_ascii=False, default=_json_default).encode("utf-8") + b"\n"
+            # ASCII escapes: any str (lone surrogates from undecodable file names included) encodes.
+            line = json.dumps(record, ensure_ascii=True, default=_json_default).encode("ascii") + b"\n"
             try:
                 written = os.write(self.fd, line)
                 if written != len(line):
@@ -107,7 +112,10 @@ class AuditLog:
                 os.fsync(self.fd)
             except OSError as exc:
                 # Leave no partial line behind: cut back to the last good record.
-                os.ftruncate(self.fd, self._size)
+                try:
+                    os.ftruncate(self.fd, self._size)
+                except OSError:
+                    pass
                 raise AuditError(f"cannot write the audit log {self.path}: {exc.strerror or exc}") from None
             self._size += len(line)
             self._prev = line_hash(line)

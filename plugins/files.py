@@ -8,7 +8,7 @@ from pathlib import Path
 
 from assistant.errors import ToolError
 from assistant.hookspecs import hookimpl
-from assistant.workspace import SKIP_DIRS
+from assistant.workspace import SKIP_DIRS, replace_file
 
 MAX_READ_LINES = 400
 
@@ -100,12 +100,8 @@ def _diff(path: str, old: str, new: str) -> str:
 def _write(target: Path, new: str, context, label: str) -> None:
     if context.undo:
         context.undo.before_paths(label, [target])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".assistant-tmp")
-    tmp.write_bytes(new.encode("utf-8", errors="surrogateescape"))
-    if target.exists():
-        os.chmod(tmp, target.stat().st_mode & 0o7777)
-    os.replace(tmp, target)
+    mode = target.stat().st_mode & 0o7777 if target.exists() else None
+    replace_file(target, new.encode("utf-8", errors="surrogateescape"), mode)
 
 
 def write_file(path: str, content: str, context=None) -> str:

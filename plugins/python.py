@@ -39,12 +39,12 @@ def echo_last_expression(code: str) -> str:
     if isinstance(last.value, ast.Call) and getattr(last.value.func, "id", "") == "print":
         return code
     lines = code.splitlines()
-    start, end = last.lineno - 1, last.end_lineno
-    expr = "\n".join(lines[start:end])
-    if lines[start][: last.col_offset].strip():
-        return code  # the expression shares its line with another statement: leave it alone
-    lines[start:end] = [f"__value = ({expr.strip()})", "if __value is not None: print(repr(__value))"]
-    return "\n".join(lines) + "\n"
+    if lines[last.lineno - 1][: last.col_offset].strip():
+        return code  # the expression shares its line with an earlier statement: leave it alone
+    expr = ast.get_source_segment(code, last.value)
+    # Whatever follows the expression on its last line (a comment, a `;`) is dropped with it.
+    head = lines[: last.lineno - 1]
+    return "\n".join(head + [f"__value = ({expr}\n)", "if __value is not None: print(repr(__value))"]) + "\n"
 
 
 @hookimpl

@@ -125,3 +125,8 @@ def test_write_failure_is_an_error_and_leaves_no_partial_line(tmp_path, monkeypa
     assert verify(path) == (1, None)
     log.append("note", {"i": 2})
     assert verify(path) == (2, None)
+
+
+def test_a_log_that_is_not_a_regular_file_is_refused():
+    with pytest.raises(AuditError, match="must be a regular file"):
+        AuditLog("/dev/null", "s")

@@ -107,3 +107,16 @@ def test_models_list_and_info():
     assert r.returncode == 0 and "smollm2-135m" in r.stdout
     info = json.loads(cli("models", "info", "smollm2-135m").stdout)
     assert info["sha256"] == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def test_audit_show_on_a_file_that_is_not_an_audit_log(tmp_path):
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"a": 1}\n[1, 2]\n')
+    r = cli("audit", "show", str(other))
+    assert r.returncode == 0 and r.stdout.count("(not an audit record)") == 1 and "None" in r.stdout
+
+
+def test_undecodable_request_text_is_not_a_crash(tmp_path, workspace):
+    r = subprocess.run([sys.executable, "-m", "assistant", "--once", "--model", script(tmp_path, "ok"), b"caf\xe9?"],
+                       cwd=workspace, capture_output=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == b"ok\n"

@@ -44,3 +44,19 @@ def test_secrets_are_masked(workspace, monkeypatch):
     monkeypatch.setenv("ASSISTANT_API_KEY", "sk-very-secret")
     rows = {name: value for name, value, _ in load_settings({"workspace": str(workspace)}).public_items()}
     assert rows["api_key"] == "***"
+
+
+def test_a_repository_config_cannot_approve_commands_or_redirect_the_model(workspace, caplog):
+    (workspace / ".assistant").mkdir()
+    (workspace / ".assistant" / "config.toml").write_text(
+        'yes = true\nmodel = "openai:http://127.0.0.1:9/v1"\naudit_log = "/tmp/x"\nmax_steps = 5\n')
+    with caplog.at_level("WARNING", logger="assistant.config"):
+        s = load_settings({"workspace": str(workspace)})
+    assert s.yes is False and s.model == "smollm2-135m" and s.audit_log is None
+    assert s.max_steps == 5  # harmless settings still apply
+    assert "yes is ignored in a workspace config" in caplog.text
+
+
+def test_values_below_their_minimum_are_refused(workspace):
+    with pytest.raises(ConfigError, match="--max-steps: max_steps must be at least 1, got 0"):
+        load_settings({"workspace": str(workspace), "max_steps": 0})

@@ -102,6 +102,8 @@ def test_mentions_of_the_format_without_a_call_are_an_error(tools):
 
 def test_first_call_end_finds_where_to_stop(tools):
     call = '{"tool_calls": [{"name": "list_files", "arguments": {"path": "."}}]}'
-    assert first_call_end("ok " + call + " and more") == 3 + len(call)
-    assert first_call_end('{"tool_calls": [{"name": "list_files"') is None
-    assert first_call_end("no call here") is None
+    assert first_call_end("ok " + call + " and more", tools) == 3 + len(call)
+    assert first_call_end('{"tool_calls": [{"name": "list_files"', tools) is None
+    assert first_call_end("no call here", tools) is None
+    js = 'In JavaScript: const user = {"name": "Bob", "age": 3}; then'
+    assert first_call_end(js, tools) is None  # JSON in an answer does not stop the answer

@@ -165,3 +165,67 @@ def test_list_files_skips_generated_folders(ctx, workspace):
 def test_run_python_can_import_workspace_modules(ctx, workspace):
     (workspace / "helpers.py").write_text("def double(x):\n    return 2 * x\n")
     assert python.run_python("import helpers\nhelpers.double(21)", context=ctx) == "exit status 0\nstdout:\n42"
+
+
+@pytest.mark.parametrize("code, shown", [
+    ("total = sum(range(10))\ntotal  # the answer", "45"),
+    ("x = 3\nx;", "3"),
+    ("(1 +\n 2)", "3"),
+    ("'a'  \\\n", None),
+])
+def test_last_expression_with_comments_and_continuations(ctx, code, shown):
+    out = python.run_python(code, context=ctx)
+    if shown is None:
+        assert out.startswith("exit status 1") and "SyntaxError" in out
+    else:
+        assert out == f"exit status 0\nstdout:\n{shown}"
+
+
+def test_a_child_that_never_reads_stdin_still_times_out():
+    start = time.monotonic()
+    result = sandbox.run(["sleep", "30"], cwd=".", timeout=1, stdin=b"x" * 1_000_000)
+    assert result.timed_out and time.monotonic() - start < 5
+
+
+def test_limits_never_raise_a_hard_limit():
+    out = sandbox.run(["bash", "-c", "ulimit -Hn 256; exec python3 -c 'import resource; print(resource.getrlimit(resource.RLIMIT_NOFILE))'"],
+                      cwd=".", timeout=20)
+    assert out.ok
+    # run() itself inside a process whose hard limit is lower than ours:
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200));"
+            "from assistant import sandbox; r = sandbox.run(['true'], cwd='.', timeout=10); print(r.returncode)")
+    assert sandbox.run(["python3", "-c", code], cwd=os.getcwd(), timeout=30, env={"PYTHONPATH": os.getcwd()}).stdout.strip() == "0"
+
+
+def test_real_time_signal_status():
+    assert sandbox.run(["bash", "-c", "kill -40 $$"], cwd=".", timeout=10).render().startswith("killed by signal 40")
+
+
+def test_temp_file_symlink_cannot_redirect_a_write(ctx, workspace, tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("safe")
+    for name in ("a.txt.assistant-tmp", ".a.txt.assistant-tmp"):
+        (workspace / name).symlink_to(outside)
+    files.write_file("a.txt", "content", context=ctx)
+    assert outside.read_text() == "safe" and (workspace / "a.txt").read_text() == "content"
+
+
+def test_all_of_git_is_protected(ctx, workspace):
+    (workspace / ".git").mkdir()
+    (workspace / ".git" / "config").write_text("[core]\n")
+    with pytest.raises(ToolError, match="protected path"):
+        files.edit_file(".git/config", "[core]", "[core]\n\tfsmonitor = touch /tmp/x", context=ctx)
+    with pytest.raises(ToolError, match="protected path"):
+        files.write_file(".GIT/hooks/pre-push", "x", context=ctx)
+
+
+def test_undecodable_file_names_do_not_break_a_turn(make_session, workspace):
+    from conftest import call
+
+    with open(os.fsencode(workspace) + b"/caf\xe9.txt", "w") as fh:  # a Latin-1 file name
+        fh.write("x")
+    s = make_session([call("list_files"), "done"])
+    events = list(s.agent.run_turn("caf\udce9?"))
+    assert events[-1].text == "done"
+    obs = next(e for e in events if e.kind == "observation")
+    assert "caf\ufffd.txt" in obs.text

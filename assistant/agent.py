@@ -27,10 +27,20 @@ def clean_text(text: str) -> str:
     return data.decode("utf-8", "replace")
 
 
-def looping(text: str, times: int = 10) -> bool:
-    """True when the last `times` complete lines are one non-blank line repeated: a small model stuck."""
-    tail = text.split("\n")[:-1][-times:]
-    return len(tail) == times and bool(tail[0].strip()) and len(set(tail)) == 1
+REPEAT_NOTE = "[generation stopped: the model kept repeating the line above]"
+
+
+def cut_loop(text: str, times: int = 10) -> str | None:
+    """When the last `times` complete lines are one non-blank line repeated (a small model stuck), the text
+    up to the first copy of that line, with a note; else None."""
+    lines = text.split("\n")[:-1]
+    tail = lines[-times:]
+    if len(tail) < times or not tail[0].strip() or len(set(tail)) != 1:
+        return None
+    first = len(lines) - times
+    while first > 0 and lines[first - 1] == tail[0]:
+        first -= 1
+    return "\n".join(lines[: first + 1] + [REPEAT_NOTE])
 
 
 def summarize(text: str, limit: int) -> str:
@@ -151,8 +161,11 @@ class Agent:
                     if end is not None:
                         pieces = ["".join(pieces)[:end]]
                         break
-                if "\n" in piece and looping("".join(pieces)):
-                    break
+                if "\n" in piece:
+                    kept = cut_loop("".join(pieces))
+                    if kept is not None:
+                        pieces = [kept]
+                        break
         finally:
             close = getattr(stream, "close", None)
             if close:

@@ -70,9 +70,11 @@ class Agent:
                                                         self.notes, self.settings.system_prompt))
         self.messages += prompts.few_shot(tools)
         self.turns = 0
+        self._last: Event | None = None
 
     def _emit(self, event: Event) -> Event:
         self.registry.hook.on_event(event=event)
+        self._last = event
         return event
 
     def run_turn(self, text: str) -> Iterator[Event]:
@@ -132,8 +134,9 @@ class Agent:
             yield self._emit(Error(f"no answer after {s.max_steps} model steps (raise --max-steps)"))
         except KeyboardInterrupt:
             yield from self._interrupted()
-        except GeneratorExit:
-            self._emit(Meta("interrupted", {"turn": self.turns, "by": "consumer"}))
+        except GeneratorExit:  # the consumer stopped iterating (Ctrl-C in the REPL)
+            if not isinstance(self._last, (Answer, Error)):  # not merely closed after the turn's last event
+                self._emit(Meta("interrupted", {"turn": self.turns, "by": "consumer"}))
             raise
         except AssistantError as exc:
             yield self._emit(Error(str(exc)))

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|COOKIE|SESSION|AUTH)", re.I)
 DEFAULT_OUTPUT_BYTES = 64 * 1024
@@ -39,7 +39,6 @@ class Result:
     interrupted: bool = False
     layer: str = "process"
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

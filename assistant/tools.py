@@ -6,7 +6,7 @@ import inspect
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from assistant.errors import AssistantError
@@ -60,7 +60,6 @@ class Tool:
     plugin: str = ""
     needs_approval: bool = False
     context_param: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_function(cls, fn: Callable[..., Any], *, name: str | None = None, plugin: str = "",

@@ -233,3 +233,13 @@ def test_remembered_notes_reach_the_next_session(make_session):
     s = make_session(["ok"])
     run(s)
     assert "the project uses tabs" in s.model.received[0][0]["content"]
+
+
+def test_closing_a_finished_turn_is_not_an_interruption(make_session):
+    s = make_session(["done"])
+    gen = s.agent.run_turn("go")
+    for event in gen:
+        if isinstance(event, Answer):
+            break
+    gen.close()
+    assert "interrupted" not in [r["kind"] for r in read_records(s.audit.path)]

@@ -94,7 +94,8 @@ def test_ctrl_c_in_a_real_terminal_kills_the_command_and_keeps_the_repl(workspac
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     script = tmp_path / "script.jsonl"
-    script.write_text(json.dumps(call("run_command", command="echo started; sleep 300")) + "\n" + json.dumps("after") + "\n")
+    sleeper = f"sleep {300 + os.getpid() % 1000 / 1000:.3f}"  # unique, so other runs' processes do not count
+    script.write_text(json.dumps(call("run_command", command=f"echo started; {sleeper}")) + "\n" + json.dumps("after") + "\n")
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "assistant", "--yes", "--model", f"scripted:{script}"],
                             cwd=workspace, stdin=slave, stdout=slave, stderr=slave, preexec_fn=controlling_tty,
@@ -123,7 +124,7 @@ def test_ctrl_c_in_a_real_terminal_kills_the_command_and_keeps_the_repl(workspac
         if proc.poll() is None:
             proc.kill()
         os.close(master)
-    out = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True).stdout
+    out = subprocess.run(["pgrep", "-f", sleeper], capture_output=True, text=True).stdout
     assert out.strip() == ""
 
 

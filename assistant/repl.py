@@ -7,6 +7,7 @@ returns to the prompt; Ctrl-D exits.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Callable
@@ -282,4 +283,6 @@ class Repl:
 
 
 def run_repl(settings, **kwargs) -> int:
+    # Ctrl-C must cancel a turn even when we were started with SIGINT ignored (e.g. as a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     return Repl(settings, **kwargs).run()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import resource
+import select
 import signal
 import subprocess
 import threading
@@ -36,20 +37,17 @@ class Result:
     stderr: str
     truncated: bool = False
     timed_out: bool = False
-    interrupted: bool = False
     layer: str = "process"
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out and not self.interrupted
+        return self.returncode == 0 and not self.timed_out
 
     def render(self) -> str:
         """The observation text: status first, so a failure is visible however much output was cut."""
         if self.timed_out:
             status = f"timed out after {self.seconds:.1f}s (process group killed)"
-        elif self.interrupted:
-            status = "interrupted (process group killed)"
         elif self.returncode is not None and self.returncode < 0:
             try:
                 status = f"killed by signal {signal.Signals(-self.returncode).name}"
@@ -141,6 +139,31 @@ def _feed(pipe, data: bytes) -> None:
         pass
 
 
+def _wait_unreaped(pid: int, timeout: float) -> bool:
+    """Wait until the process exits, without reaping it; False at the timeout."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        fd = None
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if fd is not None:
+                if select.select([fd], [], [], max(0.0, left))[0]:
+                    return True
+            else:  # no pidfd (old kernel): poll
+                info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+                if info is not None:
+                    return True
+                time.sleep(min(0.01, max(0.0, left)))
+            if time.monotonic() >= deadline:
+                return False
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def _kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
@@ -176,16 +199,12 @@ def run(argv: list[str], *, cwd: str, timeout: float, stdin: bytes | None = None
         readers.append(threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True))
     for t in readers:
         t.start()
-    timed_out = interrupted = False
+    timed_out = False
     try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-    except KeyboardInterrupt:
-        interrupted = True
-        raise
+        timed_out = not _wait_unreaped(proc.pid, timeout)
     finally:
-        # Kill what is left of the group whatever happened, so nothing outlives the call.
+        # Kill what is left of the group whatever happened (timeout, Ctrl-C), so nothing outlives the call.
+        # The leader is not reaped yet, so its pid, the group id, cannot have been reused by another process.
         _kill_group(proc.pid)
         proc.wait()
         for t in readers:

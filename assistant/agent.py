@@ -10,21 +10,13 @@ from typing import Iterator
 from assistant import prompts
 from assistant.errors import AssistantError, FormatError
 from assistant.events import Answer, Error, Event, Meta, Observation, Token, ToolCall
+from assistant.text import clean_text
 from assistant.toolcalls import Call, first_call_end, parse_tool_calls
 from assistant.tools import ToolContext
 
 MAX_FORMAT_RETRIES = 3
 MAX_SAME_CALL = 3
 STOP = ["\nObservation:", "Observation from"]
-
-
-def clean_text(text: str) -> str:
-    """Valid Unicode: undecodable bytes (surrogate escapes) and lone surrogates become U+FFFD."""
-    try:
-        data = text.encode("utf-8", "surrogateescape")  # undecodable bytes back to themselves
-    except UnicodeEncodeError:
-        data = text.encode("utf-8", "surrogatepass")
-    return data.decode("utf-8", "replace")
 
 
 REPEAT_NOTE = "[generation stopped: the model kept repeating the line above]"

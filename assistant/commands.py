@@ -83,7 +83,7 @@ def find_log(ref: str | None, settings=None) -> Path:
 
 
 def render_record(rec) -> str:
-    if not isinstance(rec, dict) or not isinstance(rec.get("data", {}), dict):
+    if not isinstance(rec, dict) or "kind" not in rec or not isinstance(rec.get("data", {}), dict):
         return f"   ? {json.dumps(rec, ensure_ascii=False)[:200]}  (not an audit record)"
     kind, data = rec.get("kind"), rec.get("data") or {}
     if kind == "user":

@@ -21,7 +21,7 @@ from prompt_toolkit.key_binding import KeyBindings
 from assistant.errors import AssistantError
 from assistant.events import Answer, Error, Meta, Observation, Token, ToolCall
 from assistant.home import home
-from assistant.sandbox import escape_output
+from assistant.text import escape_control as safe
 
 BUILTIN_HELP = {
     "help": "this list",
@@ -34,11 +34,6 @@ BUILTIN_HELP = {
     "undo": "restore the files the last tool call changed",
     "exit": "leave (Ctrl-D works too)",
 }
-
-
-def safe(text: str) -> str:
-    """Model and tool text with control characters (terminal escapes) made visible instead of active."""
-    return escape_output(text.encode("utf-8", "surrogatepass"))
 
 
 class Style:

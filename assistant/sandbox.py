@@ -17,6 +17,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from assistant.text import escape_control
+
 SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|COOKIE|SESSION|AUTH)", re.I)
 DEFAULT_OUTPUT_BYTES = 64 * 1024
 
@@ -96,13 +98,9 @@ class HeadTail:
         return head + f"\n[... {self.cut} bytes cut ...]\n" + escape_output(bytes(self.tail))
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def escape_output(data: bytes) -> str:
     """Decode with replacement and make control characters (and so terminal escapes) visible, not active."""
-    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n")
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return escape_control(data.decode("utf-8", errors="replace"))
 
 
 def scrubbed_env(extra: dict[str, str] | None = None) -> dict[str, str]:

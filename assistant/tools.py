@@ -96,10 +96,6 @@ class Tool:
             context_param=context_param,
         )
 
-    def schema(self) -> dict[str, Any]:
-        """The OpenAI-style function schema shown to the model."""
-        return {"name": self.name, "description": self.description, "parameters": self.parameters}
-
     def __call__(self, arguments: dict[str, Any], context: Any = None) -> Any:
         kwargs = dict(arguments)
         if self.context_param:
@@ -121,5 +117,4 @@ class ToolContext:
     settings: Any  # assistant.config.Settings
     undo: Any = None  # assistant.workspace.UndoStack
     session: str = ""
-    interactive: bool = False
     ask: Callable[[str], bool] | None = None  # asks the user a yes/no question (None: nobody to ask)

@@ -11,7 +11,6 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from assistant.errors import ModelError
 from assistant.home import models_dir
@@ -43,16 +42,6 @@ REGISTRY: dict[str, ModelEntry] = {
         size=98362432,
     ),
 }
-
-
-def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-            if progress:
-                progress(len(chunk))
-    return h.hexdigest()
 
 
 def model_dir(entry: ModelEntry) -> Path:

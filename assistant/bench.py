@@ -74,3 +74,55 @@ def speed(settings, *, tokens: int = 128, runs: int = 3, out=sys.stdout) -> int:
         print(f"  {name:<52} {value}", file=out)
     print(f"command: assistant bench speed --model {settings.model} --tokens {tokens} --runs {runs}", file=out)
     return 0
+
+
+def sandbox_overhead(settings, *, runs: int = 50, out=sys.stdout) -> int:
+    """`assistant bench sandbox`: what each layer adds to one execution of `python3 -I -c pass`.
+
+    Every variant runs the same command, interleaved round by round (so drift hits all alike); the figure is the
+    median wall time per execution, and the overhead is that minus the bare run's median."""
+    import shutil
+    import tempfile
+
+    from assistant.sandbox import Sandbox, SandboxError
+
+    argv = [sys.executable, "-I", "-c", "pass"]
+    folder = tempfile.mkdtemp(prefix="assistant-bench-")
+    boxes = {name: Sandbox(folder, name, settings.sandbox_uid) for name in ("rlimits", "unshare", "bwrap")}
+    variants = {"bare subprocess.run": lambda: subprocess.run(argv, cwd=folder, check=True)}
+    for name, box in boxes.items():
+        try:
+            box.layer
+        except SandboxError as exc:
+            print(f"  {name}: unavailable ({exc})", file=out)
+            continue
+        variants[f"{name} (cold)"] = lambda box=box: box.run(argv, timeout=30)
+    if "bwrap (cold)" in variants:
+        variants["bwrap (warm worker)"] = lambda: boxes["bwrap"].run(argv, timeout=30, warm=True)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    try:
+        for fn in variants.values():  # warm-up: worker start, page cache
+            fn()
+        for i in range(runs):
+            for name, fn in variants.items():
+                start = time.perf_counter()
+                result = fn()
+                times[name].append(time.perf_counter() - start)
+                if result is not None and hasattr(result, "ok") and not result.ok:
+                    raise AssistantError(f"{name}: the benchmark command failed: {result.render()}")
+            print(f"\r  round {i + 1}/{runs}", end="", file=sys.stderr, flush=True)
+        print("\r", end="", file=sys.stderr)
+    finally:
+        for box in boxes.values():
+            box.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    bare = statistics.median(times["bare subprocess.run"])
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}, "
+          f"uid {os.geteuid()}; command: {' '.join(argv)}", file=out)
+    print(f"  {'variant':<26} {'median':>9} {'added':>9}", file=out)
+    for name, values in times.items():
+        med = statistics.median(values)
+        added = "" if name.startswith("bare") else f"{(med - bare) * 1000:+.1f} ms"
+        print(f"  {name:<26} {med * 1000:>7.1f} ms {added:>9}", file=out)
+    print(f"command: assistant bench sandbox --runs {runs}", file=out)
+    return 0

@@ -19,13 +19,29 @@ EPILOG = """examples:
   assistant                                   open the REPL in the current folder
   assistant --once "What files are here?"     one answer, then exit (0 on success, 1 on error)
   echo "Explain setup.py" | assistant --once -
-  assistant --once --yes "Compute 17*23 with run_python"   allow commands without asking
+  assistant --once --yes "Compute 17*23 with run_python"   allow commands without asking (--approval auto)
+  assistant --approval never                  a REPL in which commands and code never run
   assistant --model openai:http://127.0.0.1:8000/v1 --model-name qwen2.5-coder
   assistant models pull smollm2-135m          fetch and verify the embedded model
   assistant audit verify                      check the hash chain of the latest session log
+  assistant doctor                            which sandbox layer commands run in, and why
 
 settings come from ~/.config/assistant/config.toml, <workspace>/.assistant/config.toml,
 ASSISTANT_* variables and flags (later wins); `assistant config show` prints them."""
+
+
+DOCTOR_EPILOG = """layers, strongest first:
+  bwrap     bubblewrap: read-only root, the workspace the only writable folder, no network
+  unshare   util-linux unshare: new user, pid, net and mount namespaces, secret folders covered
+  rlimits   resource limits only (not isolation; only with --sandbox weak or rlimits)
+
+exit status: 0 when a layer the policy accepts works here; 1 otherwise, with an `error:` line
+naming the fix (install bubblewrap, or choose another --sandbox).
+
+examples:
+  assistant doctor                      the default policy (auto: bwrap, else unshare)
+  assistant doctor --sandbox bwrap      would bubblewrap work here?
+  assistant doctor --json               the same facts as JSON"""
 
 
 def _model_flags(p: argparse.ArgumentParser, default: Any = None) -> None:
@@ -46,11 +62,19 @@ def _model_flags(p: argparse.ArgumentParser, default: Any = None) -> None:
     g.add_argument("--disable-thinking", dest="enable_thinking", action="store_const", const=False, **d)
     a = p.add_argument_group("agent")
     a.add_argument("--workspace", "-w", metavar="DIR", help="the folder the assistant works in (default: .)", **d)
-    a.add_argument("--yes", "-y", action="store_const", const=True, help="run commands and code without asking", **d)
+    a.add_argument("--approval", choices=("ask", "auto", "never"),
+                   help="before run_command/run_python: ask (default; --once refuses them, nobody to ask), "
+                   "auto (run without asking) or never (refuse them)", **d)
+    a.add_argument("--yes", "-y", dest="approval", action="store_const", const="auto",
+                   help="run commands and code without asking (= --approval auto)", **d)
     a.add_argument("--max-actions-per-turn", type=int, metavar="N", help="tool calls per user turn (default 1)", **d)
     a.add_argument("--max-steps", type=int, metavar="N", help="model calls per user turn (default 8)", **d)
     a.add_argument("--observation-summary-chars", type=int, metavar="N", help="longer tool output is cut for the model", **d)
     a.add_argument("--command-timeout", type=int, metavar="S", help="upper bound for a command's run time", **d)
+    a.add_argument("--sandbox", choices=("auto", "bwrap", "unshare", "weak", "rlimits"),
+                   help="isolation for commands and code: auto (bwrap, else unshare; default), bwrap, unshare, "
+                   "weak (also accepts resource limits only) or rlimits (limits only: no isolation); "
+                   "`assistant doctor` shows what works here", **d)
     a.add_argument("--system-prompt", metavar="TEXT", help="replace the system prompt ({tools} and {workspace} are filled in)", **d)
     a.add_argument("--disable-system-prompt", action="store_const", const=True, **d)
     a.add_argument("--audit-log", metavar="FILE", help="append the audit log here instead of one file per session", **d)
@@ -59,8 +83,8 @@ def _model_flags(p: argparse.ArgumentParser, default: Any = None) -> None:
 
 SETTING_FLAGS = ("model", "model_name", "device_map", "torch_dtype", "quantization", "trust_remote_code",
                  "low_cpu_mem_usage", "context_window", "max_new_tokens", "temperature", "enable_thinking",
-                 "workspace", "yes", "max_actions_per_turn", "max_steps", "observation_summary_chars",
-                 "command_timeout", "system_prompt", "disable_system_prompt", "audit_log")
+                 "workspace", "approval", "max_actions_per_turn", "max_steps", "observation_summary_chars",
+                 "command_timeout", "sandbox", "system_prompt", "disable_system_prompt", "audit_log")
 
 
 def build_parser(once: bool = False) -> argparse.ArgumentParser:
@@ -105,6 +129,16 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="show the effective settings")
     csub = config.add_subparsers(dest="action", metavar="ACTION", required=True)
     csub.add_parser("show", parents=[shared], help="every setting, its value and where it came from")
+
+    doctor = sub.add_parser(
+        "doctor", parents=[shared], help="check the sandbox, user namespaces, the model cache and folders",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print what the assistant finds on this machine, one fact per line: the sandbox policy\n"
+        "(--sandbox) and the layer commands and code would run in for this workspace, each layer with\n"
+        "ok/missing and why, bubblewrap's path and version, whether unprivileged user namespaces work, the\n"
+        "uid commands run as, the model cache and the assistant's folders.",
+        epilog=DOCTOR_EPILOG)
+    doctor.add_argument("--json", action="store_true", dest="as_json", help="print the same facts as one JSON object")
 
     bench = sub.add_parser("bench", help="benchmarks (figures, not tests)")
     bsub = bench.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -1,8 +1,11 @@
-"""The subcommands: models, audit, config and bench (the REPL's slash commands call the same functions)."""
+"""The subcommands: models, audit, config, doctor and bench (the REPL's slash commands call the same functions)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +14,7 @@ from assistant.home import home, models_dir, subdir
 
 
 def run(args, settings) -> int:
-    handler = {"models": models, "audit": audit, "config": config, "bench": bench}[args.command]
+    handler = {"models": models, "audit": audit, "config": config, "doctor": doctor, "bench": bench}[args.command]
     return handler(args, settings)
 
 
@@ -137,6 +140,154 @@ def config(args, settings) -> int:
     print(f"\nuser config:      {user_config_path()}")
     print(f"workspace config: {workspace_config_path(Path(settings.workspace))}")
     print(f"home:             {home()}")
+    return 0
+
+
+# --- doctor ------------------------------------------------------------------------------------------
+
+USERNS_FILES = ("/proc/sys/user/max_user_namespaces", "/proc/sys/kernel/unprivileged_userns_clone",
+                "/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+
+
+def _run_quietly(argv: list[str]) -> tuple[bool, str]:
+    """(exit status 0, the last line of its output or why it could not start)."""
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=10, cwd="/", stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, str(exc)
+    lines = (r.stdout + r.stderr).strip().splitlines()
+    return r.returncode == 0, lines[-1] if lines else f"exit status {r.returncode}"
+
+
+def _bubblewrap() -> dict:
+    from assistant.sandbox import find_tool
+
+    path = find_tool("bwrap")
+    if path is None:
+        return {"path": None, "version": None}
+    ok, version = _run_quietly([path, "--version"])
+    return {"path": path, "version": version if ok else f"unknown ({version})"}
+
+
+def _user_namespaces(run_uid: int, as_root: bool) -> dict:
+    """The kernel switches that govern unprivileged user namespaces, and whether `unshare --user true` works
+    for the uid commands run as (as root that means dropping to it first: root itself always may)."""
+    facts: dict = {}
+    for path in USERNS_FILES:
+        try:
+            facts[Path(path).name] = Path(path).read_text().strip()
+        except OSError:
+            facts[Path(path).name] = None  # not present on this kernel
+    from assistant.sandbox import find_tool
+
+    unshare, setpriv = find_tool("unshare"), find_tool("setpriv")
+    if unshare is None:
+        facts.update(works=False, tried="unshare --user true", detail="unshare not found (install util-linux)")
+        return facts
+    argv, who = [unshare, "--user", "true"], f"uid {os.getuid()}"
+    if as_root:
+        if setpriv is None:
+            facts.update(works=False, tried="unshare --user true",
+                         detail="setpriv not found (install util-linux): cannot drop root to test")
+            return facts
+        argv = [setpriv, f"--reuid={run_uid}", f"--regid={run_uid}", "--clear-groups", "--"] + argv
+        who = f"uid {run_uid}"
+    ok, detail = _run_quietly(argv)
+    facts.update(works=ok, tried=f"unshare --user true as {who}", detail="" if ok else detail)
+    return facts
+
+
+def _model_cache(spec: str) -> dict:
+    from assistant.models.registry import REGISTRY, cached_path, is_cached
+
+    entry = REGISTRY.get(spec)
+    if entry is None:
+        return {"spec": spec, "registry": False, "cached": None, "path": None}
+    return {"spec": spec, "registry": True, "cached": is_cached(entry), "path": str(cached_path(entry))}
+
+
+def doctor_report(settings) -> dict:
+    """Every fact `assistant doctor` prints, as one dict (the --json output)."""
+    from assistant.sandbox import LAYERS, POLICIES, Sandbox, SandboxError
+
+    box = Sandbox(Path(settings.workspace), settings.sandbox, settings.sandbox_uid)
+    try:
+        try:
+            active, error = box.layer, None
+        except SandboxError as exc:
+            active, error = None, str(exc)
+        probed = {p.layer: p for p in box.probes}  # what choosing the layer already tried
+        layers = {}
+        for name in LAYERS:
+            probe = probed.get(name) or box.probe(name)
+            layers[name] = {"ok": probe.ok, "reason": probe.reason, "accepted": name in POLICIES[settings.sandbox]}
+        as_root, run_uid = box.as_root, box.run_uid
+    finally:
+        box.close()
+    logs = Path(settings.audit_log).parent if settings.audit_log else home() / "logs"
+    return {
+        "ok": active is not None,
+        "workspace": settings.workspace,
+        "sandbox_policy": settings.sandbox,
+        "sandbox_policy_source": settings.sources.get("sandbox", "default"),
+        "active_layer": active,
+        "error": error,
+        "layers": layers,
+        "bubblewrap": _bubblewrap(),
+        "user_namespaces": _user_namespaces(run_uid, as_root),
+        "root": as_root,
+        "run_uid": run_uid,
+        "run_uid_from": "sandbox_uid: never root itself" if as_root else "your own uid",
+        "approval": settings.approval,
+        "model": _model_cache(settings.model),
+        "models_dir": str(models_dir()),
+        "home": str(home()),
+        "logs": str(logs),
+    }
+
+
+def doctor_lines(report: dict) -> list[str]:
+    r = report
+    lines = [("workspace", r["workspace"]),
+             ("sandbox policy", f"{r['sandbox_policy']} (from {r['sandbox_policy_source']}; accepts "
+                                + ", ".join(n for n, v in r["layers"].items() if v["accepted"]) + ")"),
+             ("active layer", f"{r['active_layer']} (the strongest accepted layer that works here)"
+                              if r["active_layer"] else "none (commands and code cannot run; see the error)")]
+    for name, layer in r["layers"].items():
+        state = "ok" if layer["ok"] else "missing"
+        if not layer["accepted"]:
+            state += f" (not accepted by --sandbox {r['sandbox_policy']})"
+        lines.append((f"layer {name}", state + (f": {layer['reason']}" if layer["reason"] else "")))
+    bw = r["bubblewrap"]
+    lines.append(("bubblewrap", f"{bw['path']} ({bw['version']})" if bw["path"] else "not found"))
+    ns = r["user_namespaces"]
+    for key in ("max_user_namespaces", "unprivileged_userns_clone", "apparmor_restrict_unprivileged_userns"):
+        lines.append((key, ns[key] if ns[key] is not None else "(not present)"))
+    lines.append(("user namespaces", ("work" if ns["works"] else "do not work")
+                  + f" ({ns['tried']}" + (f": {ns['detail']})" if ns["detail"] else ")")))
+    lines.append(("running as root", "yes" if r["root"] else "no"))
+    lines.append(("commands run as", f"uid {r['run_uid']} ({r['run_uid_from']})"))
+    lines.append(("approval", r["approval"]))
+    m = r["model"]
+    if m["registry"]:
+        model = f"{m['spec']}: " + (f"cached at {m['path']}" if m["cached"]
+                                    else f"not cached (assistant models pull {m['spec']})")
+    else:
+        model = f"{m['spec']}: not a registry model (loaded as given)"
+    lines += [("model", model), ("model cache", r["models_dir"]), ("home", r["home"]), ("logs", r["logs"])]
+    width = max(len(k) for k, _ in lines) + 2
+    return [f"{k + ':':<{width}}{v}" for k, v in lines]
+
+
+def doctor(args, settings) -> int:
+    report = doctor_report(settings)
+    if args.as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(doctor_lines(report)))
+    if report["error"]:
+        print(f"error: {report['error']}", file=sys.stderr)
+        return 1
     return 0
 
 

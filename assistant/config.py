@@ -42,20 +42,28 @@ class Settings:
     observation_summary_chars: int = 2000
     system_prompt: str | None = None
     disable_system_prompt: bool = False
-    yes: bool = False
+    approval: str = "ask"
     command_timeout: int = 60
+    sandbox: str = "auto"
+    sandbox_uid: int = 65533
     audit_log: str | None = None
     workspace: str = "."
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
-    CHOICES = {"quantization": ("none", "8bit", "4bit")}
+    CHOICES = {"quantization": ("none", "8bit", "4bit"), "sandbox": ("auto", "bwrap", "unshare", "weak", "rlimits"),
+               "approval": ("ask", "auto", "never")}
     SECRET = ("api_key",)
     MINIMUM = {"max_new_tokens": 1, "max_actions_per_turn": 1, "max_steps": 1, "command_timeout": 1,
-               "observation_summary_chars": 0, "context_window": 1, "request_timeout": 0.1}
+               "observation_summary_chars": 0, "context_window": 1, "request_timeout": 0.1,
+               "sandbox_uid": 1}
     # A cloned repository's .assistant/config.toml must not be able to approve commands, send keys or prompts
     # to a server of its choosing, load remote code, move the audit log or rewrite the system prompt.
-    NOT_FROM_WORKSPACE = ("yes", "model", "model_name", "api_key", "trust_remote_code", "audit_log",
-                          "system_prompt", "disable_system_prompt", "workspace")
+    NOT_FROM_WORKSPACE = ("approval", "yes", "model", "model_name", "api_key", "trust_remote_code", "audit_log",
+                          "system_prompt", "disable_system_prompt", "workspace", "sandbox", "sandbox_uid")
+
+    # Older names still accepted in config files, ASSISTANT_* variables and load_settings() flags.
+    # `yes = true` (ASSISTANT_YES, --yes) is `approval = "auto"`; `yes = false` changes nothing.
+    ALIASES = ("yes",)
 
     def public_items(self) -> list[tuple[str, Any, str]]:
         """(name, value, source) for `config show`; secrets are masked."""
@@ -85,14 +93,7 @@ def _coerce(name: str, raw: Any, origin: str) -> Any:
         if raw is None or (isinstance(raw, str) and raw == "" and allows_none):
             value = None
         elif "bool" in base:
-            if isinstance(raw, bool):
-                value = raw
-            elif str(raw).strip().lower() in ("1", "true", "yes", "on"):
-                value = True
-            elif str(raw).strip().lower() in ("0", "false", "no", "off"):
-                value = False
-            else:
-                raise ValueError(f"expected true or false, got {raw!r}")
+            value = _coerce_bool(raw, name, origin)
         elif "int" in base:
             if isinstance(raw, bool):
                 raise ValueError("expected an integer")
@@ -135,7 +136,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    known = {f.name for f in setting_fields()}
+    known = {f.name for f in setting_fields()} | set(Settings.ALIASES)
     out = {}
     for key, value in data.items():
         name = key.replace("-", "_")
@@ -143,6 +144,30 @@ def _read_toml(path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: unknown setting {key!r} (see `assistant config show`)")
         out[name] = value
     return out
+
+
+def _resolve_aliases(values: dict[str, Any], origin: str) -> dict[str, str]:
+    """Rewrite alias keys of one layer into their settings (in place); returns {setting: source note}.
+    A setting given by its own name in the same layer wins over its alias."""
+    notes = {}
+    if "yes" in values:
+        given_as = {"flag": "--yes", "environment": "ASSISTANT_YES"}.get(origin, "yes = true")
+        yes = _coerce_bool(values.pop("yes"), "yes", "--yes" if origin == "flag" else origin)
+        if yes and "approval" not in values:
+            values["approval"] = "auto"
+            notes["approval"] = f"{origin} ({given_as})"
+    return notes
+
+
+def _coerce_bool(raw: Any, name: str, origin: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    word = str(raw).strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{origin}: bad value for {name}: expected true or false, got {raw!r}")
 
 
 def load_settings(flags: dict[str, Any] | None = None, *, env: dict[str, str] | None = None) -> Settings:
@@ -164,16 +189,17 @@ def load_settings(flags: dict[str, Any] | None = None, *, env: dict[str, str] | 
                         ws_path, name, user_config_path())
     layers.append((str(ws_path), ws_values))
     env_layer = {}
-    for f in setting_fields():
-        key = "ASSISTANT_" + f.name.upper()
+    for name in [f.name for f in setting_fields()] + list(Settings.ALIASES):
+        key = "ASSISTANT_" + name.upper()
         if key in env:
-            env_layer[f.name] = env[key]
+            env_layer[name] = env[key]
     layers.append(("environment", env_layer))
     layers.append(("flag", flags))
 
     for origin, values in layers:
+        notes = _resolve_aliases(values, origin)
         for name, raw in values.items():
             setattr(settings, name, _coerce(name, raw, f"{origin}" if origin != "flag" else "--" + name.replace("_", "-")))
-            settings.sources[name] = origin
+            settings.sources[name] = notes.get(name, origin)
     settings.workspace = str(workspace)
     return settings

@@ -206,8 +206,10 @@ class Repl:
         self.write("Enter sends; Alt-Enter adds a line; Ctrl-C cancels a running turn; Ctrl-D leaves.")
 
     def cmd_tools(self, rest: str) -> None:
+        labels = {"ask": " (asks first)", "auto": " (runs without asking: --approval auto)",
+                  "never": " (turned off: --approval never)"}
         for tool in self.session.registry.tools.values():
-            flag = " (asks first)" if tool.needs_approval and not self.session.settings.yes else ""
+            flag = labels.get(self.session.settings.approval, "") if tool.needs_approval else ""
             self.write(f"{tool.name:<14} {tool.description.splitlines()[0]}{flag}  [{tool.plugin}]")
 
     def cmd_model(self, rest: str) -> None:

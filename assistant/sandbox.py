@@ -1,8 +1,17 @@
-"""Running model-written commands: one entry point, `run`, whose isolation layer can be swapped underneath.
+"""Running model-written commands and code in a sandbox that says which isolation layer holds, and fails closed.
 
-This first layer ("process") gives each run its own process group and session, resource limits, a scrubbed
-environment, a wall-clock timeout that kills the whole group, and bounded, escaped output. It is not an
-isolation boundary: the bubblewrap layer (a later step) replaces the inside of `run` and keeps this contract.
+Layers, strongest first (shared/ARCHITECTURE.md "Sandbox", docs/sandbox.md):
+
+- ``bwrap``: bubblewrap with every namespace unshared (no network), a read-only root, the workspace the only
+  writable bind, a private /tmp, secrets hidden, no capabilities, its own session, killed with its parent.
+  It runs as a real unprivileged host uid: the user's own, or, when the assistant runs as root, a dedicated
+  uid (``sandbox_uid``) that reaches the workspace through an idmapped mount, so process limits bind.
+- ``unshare``: util-linux ``unshare`` (user, network, pid, ipc, uts and mount namespaces) as the same
+  unprivileged uid, secret folders covered; the file system is otherwise as visible as to that uid.
+- ``rlimits``: resource limits and a process group only. Not isolation: used only when the user opts in.
+
+Every layer applies the same limits, kills everything a command started when it ends or times out, scrubs keys
+and tokens from the environment and keeps the head and tail of the output, escaped.
 """
 
 from __future__ import annotations
@@ -11,16 +20,36 @@ import os
 import re
 import resource
 import select
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from assistant.errors import AssistantError
 from assistant.text import escape_control
 
 SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|COOKIE|SESSION|AUTH)", re.I)
 DEFAULT_OUTPUT_BYTES = 64 * 1024
+LAYERS = ("bwrap", "unshare", "rlimits")
+# What each --sandbox choice accepts, strongest first. `weak` is the only one that may end at rlimits.
+POLICIES = {
+    "auto": ("bwrap", "unshare"),
+    "bwrap": ("bwrap",),
+    "unshare": ("unshare",),
+    "weak": ("bwrap", "unshare", "rlimits"),
+    "rlimits": ("rlimits",),
+}
+DEFAULT_SANDBOX_UID = 65533  # used only when the assistant runs as root; see docs/sandbox.md
+INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: sudo apt-get install bubblewrap; Fedora: sudo dnf install "
+                "bubblewrap), or pass --sandbox weak to accept resource limits without isolation")
+
+
+class SandboxError(AssistantError):
+    """No acceptable sandbox layer: the message names what is missing and how to fix it."""
 
 
 @dataclass
@@ -29,7 +58,12 @@ class Limits:
     memory_bytes: int | None = 4 * 1024**3
     file_size_bytes: int | None = 1024**3
     open_files: int | None = 1024
-    processes: int | None = None
+    processes: int | None = 256  # beyond what the sandbox's uid already runs
+
+    def pairs(self) -> list[tuple[int, int | None]]:
+        return [(resource.RLIMIT_CPU, self.cpu_seconds), (resource.RLIMIT_AS, self.memory_bytes),
+                (resource.RLIMIT_FSIZE, self.file_size_bytes), (resource.RLIMIT_NOFILE, self.open_files),
+                (resource.RLIMIT_NPROC, self.processes)]
 
 
 @dataclass
@@ -39,7 +73,7 @@ class Result:
     stderr: str
     truncated: bool = False
     timed_out: bool = False
-    layer: str = "process"
+    layer: str = "rlimits"
     seconds: float = 0.0
 
     @property
@@ -49,12 +83,13 @@ class Result:
     def render(self) -> str:
         """The observation text: status first, so a failure is visible however much output was cut."""
         if self.timed_out:
-            status = f"timed out after {self.seconds:.1f}s (process group killed)"
+            status = f"timed out after {self.seconds:.1f}s (every process it started was killed)"
         elif self.returncode is not None and self.returncode < 0:
             try:
-                status = f"killed by signal {signal.Signals(-self.returncode).name}"
+                name = signal.Signals(-self.returncode).name
             except ValueError:  # a real-time signal has no name
-                status = f"killed by signal {-self.returncode}"
+                name = str(-self.returncode)
+            status = f"killed by signal {name}" + SIGNAL_HINTS.get(name, "")
         else:
             status = f"exit status {self.returncode}"
         parts = [status]
@@ -65,6 +100,9 @@ class Result:
         if not self.stdout and not self.stderr:
             parts.append("(no output)")
         return "\n".join(parts)
+
+
+SIGNAL_HINTS = {"SIGXFSZ": " (the file size limit was exceeded)", "SIGXCPU": " (the CPU time limit was exceeded)"}
 
 
 class HeadTail:
@@ -110,23 +148,61 @@ def scrubbed_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _limiter(limits: Limits):
-    def apply() -> None:
-        pairs = [
-            (resource.RLIMIT_CPU, limits.cpu_seconds),
-            (resource.RLIMIT_AS, limits.memory_bytes),
-            (resource.RLIMIT_FSIZE, limits.file_size_bytes),
-            (resource.RLIMIT_NOFILE, limits.open_files),
-            (resource.RLIMIT_NPROC, limits.processes),
-        ]
-        for what, value in pairs:
-            if value is not None:
-                _, hard = resource.getrlimit(what)
-                if hard != resource.RLIM_INFINITY:
-                    value = min(value, hard)  # a limit can be lowered, never raised
-                resource.setrlimit(what, (value, value))
+def secret_paths() -> list[Path]:
+    """Files and folders that hold credentials or the assistant's own data: never visible inside the sandbox."""
+    from assistant.home import home
 
-    return apply
+    user = Path.home()
+    paths = [user / p for p in (".ssh", ".aws", ".gnupg", ".netrc", ".git-credentials", ".docker", ".kube",
+                                ".pypirc", ".npmrc", ".config/gh", ".config/gcloud", ".azure",
+                                ".cache/huggingface", ".huggingface", ".config/assistant",
+                                ".local/share/assistant")]
+    paths.append(home())
+    for var in ("ASSISTANT_CONFIG", "ASSISTANT_MODELS_DIR"):
+        if os.environ.get(var):
+            paths.append(Path(os.environ[var]))
+    seen, out = set(), []
+    for p in paths:
+        p = Path(os.path.abspath(p.expanduser()))
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+def clamp_limits(limits: Limits, already_running: int = 0) -> list[tuple[int, int]]:
+    """(resource, value) pairs to set: never above our own hard limit (a limit can be lowered, never raised).
+    The process limit counts every process of the uid, so it is added to what that uid already runs."""
+    out = []
+    for what, value in limits.pairs():
+        if value is None:
+            continue
+        if what == resource.RLIMIT_NPROC:
+            value += already_running
+        _, hard = resource.getrlimit(what)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        out.append((what, value))
+    return out
+
+
+PRLIMIT_FLAGS = {resource.RLIMIT_CPU: "--cpu", resource.RLIMIT_AS: "--as", resource.RLIMIT_FSIZE: "--fsize",
+                 resource.RLIMIT_NOFILE: "--nofile", resource.RLIMIT_NPROC: "--nproc"}
+
+
+def processes_of(uid: int) -> int:
+    """How many processes the uid runs now (RLIMIT_NPROC counts them all)."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                count += entry.stat().st_uid == uid
+            except OSError:
+                pass
+    return count
+
+
+# --- the process plumbing every layer shares ----------------------------------------------------------
 
 
 def _feed(pipe, data: bytes) -> None:
@@ -135,6 +211,11 @@ def _feed(pipe, data: bytes) -> None:
         pipe.close()
     except (BrokenPipeError, ValueError, OSError):
         pass
+
+
+def _pump(stream, sink: HeadTail) -> None:
+    for chunk in iter(lambda: stream.read1(65536), b""):
+        sink.feed(chunk)
 
 
 def _wait_unreaped(pid: int, timeout: float) -> bool:
@@ -169,52 +250,348 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def run(argv: list[str], *, cwd: str, timeout: float, stdin: bytes | None = None, limits: Limits | None = None,
-        network: bool = False, env: dict[str, str] | None = None, max_output: int = DEFAULT_OUTPUT_BYTES) -> Result:
-    """Run argv (never through a shell unless argv says so) in cwd; kill the whole group at the timeout."""
-    limits = limits or Limits()
+def _rlimit_preexec(pairs: list[tuple[int, int]]):
+    def apply() -> None:
+        for what, value in pairs:
+            resource.setrlimit(what, (value, value))
+
+    return apply
+
+
+def spawn_and_collect(argv: list[str], *, cwd: str, env: dict[str, str], timeout: float, stdin: bytes | None,
+                      max_output: int, layer: str, pass_fds=(), preexec=None) -> Result:
+    """Start argv as the leader of a new session, collect bounded output, kill the whole group at the end."""
     start = time.monotonic()
-    proc = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=scrubbed_env(env),
-        start_new_session=True,
-        preexec_fn=_limiter(limits),
-    )
+    try:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True, pass_fds=pass_fds,
+                                preexec_fn=preexec, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
+    except OSError as exc:
+        return Result(127, "", f"cannot start {argv[0]}: {exc.strerror}", layer=layer)
     out, err = HeadTail(max_output), HeadTail(max_output // 2)
-
-    def pump(stream, sink: HeadTail) -> None:
-        for chunk in iter(lambda: stream.read1(65536), b""):
-            sink.feed(chunk)
-
-    readers = [threading.Thread(target=pump, args=(proc.stdout, out), daemon=True),
-               threading.Thread(target=pump, args=(proc.stderr, err), daemon=True)]
+    threads = [threading.Thread(target=_pump, args=(proc.stdout, out), daemon=True),
+               threading.Thread(target=_pump, args=(proc.stderr, err), daemon=True)]
     if stdin is not None:
         # In a thread: a child that never reads its input must not hold us past the timeout.
-        readers.append(threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True))
-    for t in readers:
+        threads.append(threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True))
+    for t in threads:
         t.start()
     timed_out = False
     try:
         timed_out = not _wait_unreaped(proc.pid, timeout)
     finally:
-        # Kill what is left of the group whatever happened (timeout, Ctrl-C), so nothing outlives the call.
-        # The leader is not reaped yet, so its pid, the group id, cannot have been reused by another process.
+        # Kill what is left of the group whatever happened (timeout, Ctrl-C). The leader is not reaped yet, so
+        # its pid, the group id, cannot have been reused. In the namespace layers the leader is the sandbox's
+        # supervisor: its death takes the pid namespace, and so every process the command started, with it.
         _kill_group(proc.pid)
         proc.wait()
-        for t in readers:
-            # A process that left the group (setsid) may still hold the pipes open: do not wait for it.
-            # (The bubblewrap layer's PID namespace kills such escapees; this layer cannot.)
+        for t in threads:
+            # Only the rlimits layer can leave an escapee (setsid) holding the pipes: do not wait for it.
             t.join(timeout=0.5)
-    return Result(
-        returncode=proc.returncode if not timed_out else None,
-        stdout=out.text(),
-        stderr=err.text(),
-        truncated=bool(out.cut or err.cut),
-        timed_out=timed_out,
-        layer="process",
-        seconds=time.monotonic() - start,
-    )
+    for stream in (proc.stdout, proc.stderr):
+        stream.close()
+    return Result(returncode=None if timed_out else proc.returncode, stdout=out.text(), stderr=err.text(),
+                  truncated=bool(out.cut or err.cut), timed_out=timed_out, layer=layer,
+                  seconds=time.monotonic() - start)
+
+
+# --- layers --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    layer: str
+    ok: bool
+    reason: str = ""
+
+
+@dataclass
+class Sandbox:
+    """The sandbox of one workspace: picks the strongest acceptable layer once, then runs commands in it."""
+
+    workspace: Path
+    policy: str = "auto"
+    sandbox_uid: int = DEFAULT_SANDBOX_UID
+    probes: list[Probe] = field(default_factory=list)
+    _layer: str | None = None
+    _mounts: "object | None" = None  # assistant.sandbox_root.RootMounts when running as root
+    _worker: "object | None" = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self):
+        self.workspace = Path(os.path.realpath(self.workspace))
+        if self.policy not in POLICIES:
+            raise SandboxError(f"unknown sandbox policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+
+    # -- who runs the commands
+
+    @property
+    def as_root(self) -> bool:
+        return os.geteuid() == 0
+
+    @property
+    def run_uid(self) -> int:
+        return self.sandbox_uid if self.as_root else os.getuid()
+
+    @property
+    def run_gid(self) -> int:
+        return self.sandbox_uid if self.as_root else os.getgid()
+
+    def readable_paths(self) -> list[Path]:
+        """Folders a command needs besides the workspace: the Python environment the tools run with."""
+        paths = []
+        for p in (sys.prefix, sys.base_prefix):
+            real = Path(os.path.realpath(p))
+            if real not in paths and real != Path("/"):
+                paths.append(real)
+        return paths
+
+    def _root_mounts(self):
+        """As root, the mount namespace in which the dedicated uid can reach and write the workspace."""
+        if self._mounts is None:
+            from assistant.sandbox_root import RootMounts
+
+            self._mounts = RootMounts.create(self.workspace, self.sandbox_uid, self.sandbox_uid,
+                                             [p for p in self.readable_paths() if p.exists()])
+        return self._mounts
+
+    def _prefix(self, limits: Limits, cwd: str) -> tuple[list[str], tuple[int, ...]]:
+        """nsenter + setpriv (as root) and prlimit: the unprivileged uid with the limits, before the layer."""
+        argv: list[str] = []
+        fds: tuple[int, ...] = ()
+        if self.as_root:
+            mounts = self._root_mounts()
+            fds = (mounts.fd,)
+            argv += [_tool("nsenter"), f"--mount=/proc/self/fd/{mounts.fd}", f"--wdns={cwd}", "--",
+                     _tool("setpriv"), f"--reuid={self.run_uid}", f"--regid={self.run_gid}", "--clear-groups",
+                     "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+        pairs = clamp_limits(limits, processes_of(self.run_uid))
+        if pairs:
+            argv += [_tool("prlimit")] + [f"{PRLIMIT_FLAGS[w]}={v}" for w, v in pairs] + ["--"]
+        return argv, fds
+
+    def _bwrap_args(self, cwd: str, network: bool) -> list[str]:
+        ws = str(self.workspace)
+        args = [_tool("bwrap"), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+                "--tmpfs", "/tmp", "--tmpfs", "/dev/shm", "--tmpfs", "/run",
+                "--unshare-all", "--cap-drop", "ALL", "--new-session", "--die-with-parent"]
+        if network:
+            args += ["--share-net"]
+        for p in self.readable_paths():
+            args += ["--ro-bind-try", str(p), str(p)]
+        args += ["--bind", ws, ws]
+        for target in self.protected_paths():
+            args += ["--ro-bind", str(target), str(target)]
+        for p in self.visible_secrets():
+            if p.is_dir() and not p.is_symlink():
+                args += ["--tmpfs", str(p), "--remount-ro", str(p)]
+            elif p.exists():
+                args += ["--ro-bind", "/dev/null", str(p)]
+        args += ["--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--chdir", cwd, "--"]
+        return args
+
+    def _unshare_args(self) -> list[str]:
+        # A new user namespace (mapping only our own uid), then net, pid, ipc, uts and mount namespaces; the pid
+        # namespace's first process is the command, and `--kill-child` ties it to unshare. A shell covers the
+        # secret folders with empty read-only tmpfs mounts before exec'ing the command.
+        # (mount(8) works only as root, so the outer namespace maps us to root and a nested one maps us back.)
+        covers = [str(p) for p in self.visible_secrets() if p.is_dir() and not p.is_symlink()]
+        script = 'for d in "$@"; do [ "$d" = -- ] && { shift; break; }; ' \
+                 'mount -t tmpfs -o ro,size=4k none "$d" || exit 125; shift; done; exec "$@"'
+        unshare = _tool("unshare")
+        return [unshare, "--map-root-user", "--net", "--pid", "--ipc", "--uts", "--mount", "--fork",
+                "--kill-child", "--mount-proc", "--", "/bin/sh", "-c", script, "sh", *covers, "--",
+                unshare, f"--map-user={self.run_uid}", f"--map-group={self.run_gid}", "--"]
+
+    def protected_paths(self) -> list[Path]:
+        """Inside the writable workspace, what would run commands later (git hooks and config) or is ours stays
+        read-only. A repository without a hooks folder gets an empty one, so that it too can be made read-only."""
+        git = self.workspace / ".git"
+        if git.is_dir() and not git.is_symlink() and not (git / "hooks").exists():
+            try:
+                (git / "hooks").mkdir()
+            except OSError:
+                pass
+        targets = [self.workspace / rel for rel in (".git/hooks", ".git/config", ".assistant")]
+        return [t for t in targets if t.exists() and not t.is_symlink()]
+
+    def visible_secrets(self) -> list[Path]:
+        """Secret paths the sandbox's uid could reach (the others are already out of its sight)."""
+        from assistant.sandbox_root import first_blocked
+
+        inside = [self.workspace] + self.readable_paths()
+        out = []
+        for p in secret_paths():
+            if not os.path.lexists(p):
+                continue
+            if any(p == d or d in p.parents for d in inside) or not first_blocked(p, self.run_uid, self.run_gid):
+                out.append(p)
+        return out
+
+    def command_for(self, layer: str, argv: list[str], cwd: str, limits: Limits, network: bool):
+        """The full argv (and fds to pass) that runs argv in the given layer."""
+        if layer == "rlimits":
+            return argv, ()
+        prefix, fds = self._prefix(limits, cwd)
+        if layer == "bwrap":
+            return prefix + self._bwrap_args(cwd, network) + argv, fds
+        if network:
+            raise SandboxError("the unshare layer has no network; use bwrap")
+        return prefix + self._unshare_args() + argv, fds
+
+    # -- choosing a layer
+
+    def probe(self, layer: str) -> Probe:
+        """Whether a layer works here: run `true` in it (the real command line) and report why not."""
+        if layer == "rlimits":
+            return Probe(layer, True, "resource limits and a process group only: not isolation")
+        needs = {"bwrap": ["bwrap"], "unshare": ["unshare"]}[layer] + ["prlimit"]
+        if self.as_root:
+            needs += ["nsenter", "setpriv"]
+        try:
+            for name in needs:
+                _tool(name)
+            argv, fds = self.command_for(layer, ["true"], str(self.workspace), Limits(), False)
+        except (OSError, AssistantError) as exc:
+            return Probe(layer, False, str(exc))
+        result = spawn_and_collect(argv, cwd=str(self.workspace), env=scrubbed_env(), timeout=20, stdin=None,
+                                   max_output=4096, layer=layer, pass_fds=fds)
+        if result.ok:
+            return Probe(layer, True)
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        return Probe(layer, False, detail[-1] if detail else f"exit status {result.returncode}")
+
+    @property
+    def layer(self) -> str:
+        """The strongest layer the policy accepts that works here; SandboxError (naming the fix) if none."""
+        with self._lock:
+            if self._layer is None:
+                self.probes = []
+                for layer in POLICIES[self.policy]:
+                    probe = self.probe(layer)
+                    self.probes.append(probe)
+                    if probe.ok:
+                        self._layer = layer
+                        break
+                else:
+                    why = "; ".join(f"{p.layer}: {p.reason}" for p in self.probes)
+                    fix = INSTALL_HINT if "bwrap" in POLICIES[self.policy] else "choose another --sandbox"
+                    raise SandboxError(f"no sandbox layer available for --sandbox {self.policy} ({why}); {fix}")
+            return self._layer
+
+    # -- running
+
+    def run(self, argv: list[str], *, cwd: str | None = None, timeout: float, stdin: bytes | None = None,
+            limits: Limits | None = None, network: bool = False, env: dict[str, str] | None = None,
+            max_output: int = DEFAULT_OUTPUT_BYTES, warm: bool = False) -> Result:
+        """Run argv (never through a shell unless argv says so) in the sandbox; everything it starts dies with it.
+
+        warm=True reuses this workspace's sandboxed worker (same isolation and limits, a fresh process per run),
+        which saves the sandbox's start-up on every run; it applies to the bwrap layer without network."""
+        limits = limits or Limits()
+        cwd = os.path.realpath(cwd or self.workspace)
+        layer = self.layer
+        if layer != "rlimits" and cwd != str(self.workspace) and not cwd.startswith(str(self.workspace) + os.sep):
+            raise SandboxError(f"{cwd}: the working folder must be inside the workspace {self.workspace}")
+        full_env = scrubbed_env(env)
+        full_env["PWD"] = cwd
+        if layer == "bwrap" and warm and not network:
+            from assistant.sandbox_worker import WorkerBusy
+
+            try:
+                return self.worker().run(argv, cwd=cwd, timeout=timeout, stdin=stdin, limits=limits,
+                                         env=dict(full_env, HOME="/tmp", TMPDIR="/tmp"), max_output=max_output)
+            except WorkerBusy:
+                pass  # another run holds the worker (parallel runs): this one goes cold
+            except OSError:
+                self._close_worker()  # it died; the next warm run starts a new one, this one goes cold
+        if layer == "rlimits":
+            return spawn_and_collect(argv, cwd=cwd, env=full_env, timeout=timeout, stdin=stdin,
+                                     max_output=max_output, layer=layer,
+                                     preexec=_rlimit_preexec(clamp_limits(limits)))
+        if layer == "unshare":
+            full_env.update(HOME="/tmp", TMPDIR="/tmp")
+        command, fds = self.command_for(layer, argv, cwd, limits, network)
+        result = spawn_and_collect(command, cwd=cwd, env=full_env, timeout=timeout, stdin=stdin,
+                                   max_output=max_output, layer=layer, pass_fds=fds)
+        if layer == "bwrap" and result.returncode is not None and 128 < result.returncode <= 128 + 64:
+            # bubblewrap's init reports a command killed by signal N as exit status 128+N (as shells do); a
+            # command that itself exits with 129-192 reads the same here. (The warm path knows the difference.)
+            result.returncode = 128 - result.returncode
+        return result
+
+    def worker(self):
+        from assistant.sandbox_worker import Worker
+
+        with self._lock:
+            # The worker's view was fixed when it started: start another when what must be read-only changed
+            # (a `git init` since, say).
+            key = tuple(self.protected_paths())
+            if self._worker is not None and (not self._worker.alive() or self._worker.key != key):
+                self._worker.close()
+                self._worker = None
+            if self._worker is None:
+                prefix, fds = self._prefix(Limits(memory_bytes=None, file_size_bytes=None, processes=None),
+                                           str(self.workspace))
+                self._worker = Worker.start(prefix + self._bwrap_args(str(self.workspace), False), fds,
+                                            workspace=str(self.workspace), env=scrubbed_env())
+                self._worker.key = key
+            return self._worker
+
+    def _close_worker(self) -> None:
+        with self._lock:
+            if self._worker is not None:
+                self._worker.close()
+                self._worker = None
+
+    def close(self) -> None:
+        self._close_worker()
+        if self._mounts is not None:
+            self._mounts.close()
+            self._mounts = None
+
+
+TOOL_DIRS = ("/usr/bin", "/bin")  # looked in when PATH (which may be minimal) does not have a helper program
+
+
+def find_tool(name: str) -> str | None:
+    """The path of a helper program (bwrap, setpriv, ...): on PATH, else in TOOL_DIRS."""
+    return shutil.which(name) or next((f"{d}/{name}" for d in TOOL_DIRS if os.access(f"{d}/{name}", os.X_OK)), None)
+
+
+def _tool(name: str) -> str:
+    found = find_tool(name)
+    if found is None:
+        raise SandboxError(f"{name} not found ({INSTALL_HINT if name == 'bwrap' else 'install util-linux'})")
+    return found
+
+
+_SANDBOXES: dict[tuple[str, str, int], Sandbox] = {}
+_SANDBOXES_LOCK = threading.Lock()
+
+
+def for_workspace(workspace: str | os.PathLike, policy: str = "auto",
+                  sandbox_uid: int = DEFAULT_SANDBOX_UID) -> Sandbox:
+    """The shared Sandbox of a workspace (one layer probe and one warm worker per workspace and policy)."""
+    key = (os.path.realpath(workspace), policy, sandbox_uid)
+    with _SANDBOXES_LOCK:
+        box = _SANDBOXES.get(key)
+        if box is None:
+            box = _SANDBOXES[key] = Sandbox(Path(key[0]), policy, sandbox_uid)
+        return box
+
+
+def close_all() -> None:
+    with _SANDBOXES_LOCK:
+        for box in _SANDBOXES.values():
+            box.close()
+        _SANDBOXES.clear()
+
+
+def run(argv: list[str], *, cwd: str, timeout: float, stdin: bytes | None = None, limits: Limits | None = None,
+        network: bool = False, env: dict[str, str] | None = None, max_output: int = DEFAULT_OUTPUT_BYTES,
+        workspace: str | None = None, policy: str = "auto", warm: bool = False) -> Result:
+    """Run argv in the sandbox of `workspace` (default: cwd) under `policy`; see Sandbox.run."""
+    box = for_workspace(workspace or cwd, policy)
+    return box.run(argv, cwd=cwd, timeout=timeout, stdin=stdin, limits=limits, network=network, env=env,
+                   max_output=max_output, warm=warm)

@@ -12,6 +12,7 @@ from assistant.config import Settings
 from assistant.events import Meta
 from assistant.home import subdir
 from assistant.models.builtin import load_model
+from assistant.sandbox import Sandbox
 from assistant.loader import load_plugins
 from assistant.tools import ToolContext
 from assistant.workspace import UndoStack, Workspace
@@ -36,7 +37,8 @@ class Session:
         self.audit = AuditLog(log_path, self.id)
         self.registry.pm.register(self.audit, name="audit-log")
         self.model = model if model is not None else load_model(settings, self.registry)
-        self.context = ToolContext(self.workspace, settings, self.undo, self.id, ask)
+        self.sandbox = Sandbox(self.workspace.root, settings.sandbox, settings.sandbox_uid)
+        self.context = ToolContext(self.workspace, settings, self.undo, self.id, ask, self.sandbox)
         self.agent = Agent(self.model, self.registry, settings, self.context, notes=read_notes(limit=5))
         self.registry.hook.on_event(event=Meta("session_start", {
             "model": settings.model, "workspace": str(self.workspace.root),
@@ -49,4 +51,5 @@ class Session:
 
     def close(self) -> None:
         self.registry.hook.on_event(event=Meta("session_end", {"turns": self.agent.turns}))
+        self.sandbox.close()
         self.audit.close()

@@ -118,3 +118,4 @@ class ToolContext:
     undo: Any = None  # assistant.workspace.UndoStack
     session: str = ""
     ask: Callable[[str], bool] | None = None  # asks the user a yes/no question (None: nobody to ask)
+    sandbox: Any = None  # assistant.sandbox.Sandbox of the workspace (None: the shared one for its folder)

@@ -27,15 +27,18 @@ def run_command(command: str | list[str], timeout: int = 60, context=None) -> st
     return execute(argv, context=context, timeout=timeout, label=f"run_command {command!r}")
 
 
-def execute(argv: list[str], *, context, timeout: int, label: str, stdin: bytes | None = None) -> str:
+def execute(argv: list[str], *, context, timeout: int, label: str, stdin: bytes | None = None,
+            warm: bool = True) -> str:
     """Run argv in the workspace through the sandbox, capped by --command-timeout, with an undo snapshot."""
     limit = context.settings.command_timeout if context else 60
     timeout = max(1, min(int(timeout), limit))
     cwd = str(context.workspace.root) if context else "."
+    box = context.sandbox if context and context.sandbox else sandbox.for_workspace(cwd)
+    box.layer  # no acceptable layer: refuse (SandboxError names the fix) before taking a snapshot
     if context and context.undo:
         context.undo.before_workspace(label)
     try:
-        result = sandbox.run(argv, cwd=cwd, timeout=timeout, stdin=stdin)
+        result = box.run(argv, cwd=cwd, timeout=timeout, stdin=stdin, warm=warm)
     finally:
         if context and context.undo:
             context.undo.after_workspace()

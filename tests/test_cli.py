@@ -54,7 +54,30 @@ def test_once_refuses_commands_without_yes(tmp_path, workspace):
     r = cli("--once", "--json", "--model", spec, "make x", cwd=workspace)
     data = json.loads(r.stdout)
     assert data["tool_calls"][0]["observation"].startswith("Denied: run_command needs approval")
+    assert "--yes (--approval auto)" in data["tool_calls"][0]["observation"]
     assert not (workspace / "x").exists()
+
+
+def test_approval_flag(tmp_path, workspace):
+    spec = script(tmp_path, call("run_command", command="touch x"), "could not")
+    r = cli("--once", "--json", "--approval", "never", "--model", spec, "make x", cwd=workspace)
+    assert json.loads(r.stdout)["tool_calls"][0]["observation"].startswith(
+        "Denied: run_command is turned off in this session (--approval never)")
+    assert not (workspace / "x").exists()
+    r = cli("--once", "--approval", "auto", "--model", spec, "make x", cwd=workspace)
+    assert r.returncode == 0 and (workspace / "x").exists()
+    r = cli("--once", "--approval", "sometimes", "hi", cwd=workspace)
+    assert r.returncode == 2 and "invalid choice: 'sometimes'" in r.stderr
+
+
+def test_config_show_names_the_approval_policy_and_its_source(workspace):
+    r = cli("config", "show", "--yes", cwd=workspace)
+    row = next(line for line in r.stdout.splitlines() if line.startswith("approval "))
+    assert row.split() == ["approval", '"auto"', "flag"]
+    r = cli("config", "show", cwd=workspace, env={"ASSISTANT_YES": "1", "ASSISTANT_SANDBOX": "weak"})
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in r.stdout.splitlines() if line.strip()}
+    assert rows["approval"] == ['"auto"', "environment (ASSISTANT_YES)"]
+    assert rows["sandbox"] == ['"weak"', "environment"] and "yes" not in rows
 
 
 def test_once_reads_stdin(tmp_path, workspace):

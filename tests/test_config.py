@@ -21,7 +21,8 @@ def test_environment_values_are_typed(workspace, monkeypatch):
     monkeypatch.setenv("ASSISTANT_YES", "true")
     monkeypatch.setenv("ASSISTANT_MAX_STEPS", "12")
     s = load_settings({"workspace": str(workspace)})
-    assert s.yes is True and s.max_steps == 12
+    assert s.approval == "auto" and s.max_steps == 12  # ASSISTANT_YES is the old name of approval = "auto"
+    assert s.sources["approval"] == "environment (ASSISTANT_YES)"
 
 
 def test_bad_values_name_their_origin(workspace, isolated_home, monkeypatch):
@@ -49,12 +50,37 @@ def test_secrets_are_masked(workspace, monkeypatch):
 def test_a_repository_config_cannot_approve_commands_or_redirect_the_model(workspace, caplog):
     (workspace / ".assistant").mkdir()
     (workspace / ".assistant" / "config.toml").write_text(
-        'yes = true\nmodel = "openai:http://127.0.0.1:9/v1"\naudit_log = "/tmp/x"\nmax_steps = 5\n')
+        'yes = true\napproval = "auto"\nmodel = "openai:http://127.0.0.1:9/v1"\naudit_log = "/tmp/x"\n'
+        'max_steps = 5\nsandbox = "rlimits"\n')
     with caplog.at_level("WARNING", logger="assistant.config"):
         s = load_settings({"workspace": str(workspace)})
-    assert s.yes is False and s.model == "smollm2-135m" and s.audit_log is None
+    assert s.approval == "ask" and s.model == "smollm2-135m" and s.audit_log is None and s.sandbox == "auto"
     assert s.max_steps == 5  # harmless settings still apply
     assert "yes is ignored in a workspace config" in caplog.text
+    assert "approval is ignored in a workspace config" in caplog.text
+
+
+def test_approval_policy_and_its_old_name_yes(workspace, isolated_home, monkeypatch):
+    assert load_settings({"workspace": str(workspace)}).approval == "ask"
+    (isolated_home / "config.toml").write_text("yes = true\n")
+    s = load_settings({"workspace": str(workspace)})
+    assert s.approval == "auto" and s.sources["approval"] == f"{isolated_home / 'config.toml'} (yes = true)"
+    (isolated_home / "config.toml").write_text('yes = true\napproval = "never"\n')  # the real name wins
+    assert load_settings({"workspace": str(workspace)}).approval == "never"
+    (isolated_home / "config.toml").write_text('approval = "never"\n')
+    monkeypatch.setenv("ASSISTANT_YES", "false")  # false means "no opinion": it never loosens a stricter layer
+    assert load_settings({"workspace": str(workspace)}).approval == "never"
+    monkeypatch.setenv("ASSISTANT_YES", "1")
+    assert load_settings({"workspace": str(workspace)}).approval == "auto"
+    assert load_settings({"workspace": str(workspace), "approval": "never"}).approval == "never"
+    assert load_settings({"workspace": str(workspace), "yes": True}).sources["approval"] == "flag (--yes)"
+    monkeypatch.setenv("ASSISTANT_YES", "sure")
+    with pytest.raises(ConfigError, match="environment: bad value for yes: expected true or false"):
+        load_settings({"workspace": str(workspace)})
+    monkeypatch.delenv("ASSISTANT_YES")
+    (isolated_home / "config.toml").write_text('approval = "always"\n')
+    with pytest.raises(ConfigError, match="approval must be one of ask, auto, never, got 'always'"):
+        load_settings({"workspace": str(workspace)})
 
 
 def test_values_below_their_minimum_are_refused(workspace):

@@ -122,3 +122,68 @@ def test_broken_plugin_is_named(tmp_path, monkeypatch):
 
     with pytest.raises(AssistantError, match="plugin 'broken' .* failed to load: missing dependency foo"):
         load_plugins()
+
+
+def docs_example(marker: str):
+    """The plugin module shown in docs/plugins.md under `# <marker>`, imported, so the guide stays true."""
+    import re
+    import types
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "plugins.md").read_text()
+    code = re.search(r"```python\n(# " + re.escape(marker) + r".*?)```", text, re.S).group(1)
+    module = types.ModuleType(marker.removesuffix(".py"))
+    exec(compile(code, f"docs/plugins.md:{marker}", "exec"), module.__dict__)
+    return module
+
+
+def test_a_plugin_rule_vetoes_before_the_approval_policy(make_session, workspace):
+    from conftest import call
+
+    from assistant.events import Observation
+
+    no_rm_rf = docs_example("no_rm_rf.py")
+    assert no_rm_rf.is_rm_rf("cd src && rm -rf build") and no_rm_rf.is_rm_rf(["rm", "-r", "-f", "x"])
+    assert no_rm_rf.is_rm_rf("/bin/rm --recursive --force x") and not no_rm_rf.is_rm_rf("rm -f hello.py")
+
+    # --approval auto (--yes) runs commands without asking, yet the plugin's veto wins, and the model sees why.
+    s = make_session([call("run_command", command="rm -rf hello.py"), "I may not delete it."],
+                     plugins=[no_rm_rf], approval="auto")
+    events = list(s.agent.run_turn("delete hello.py"))
+    obs = next(e for e in events if isinstance(e, Observation))
+    reason = "Denied: rm -rf is not allowed in this project; delete files one at a time, by name"
+    assert obs.text == reason and not obs.ok
+    assert any(reason in m["content"] for m in s.model.received[-1])  # the observation went back to the model
+    assert (workspace / "hello.py").exists()
+
+    # Under the default policy the user is not even asked about a call a rule refuses; other calls still ask.
+    asked = []
+    s = make_session([call("run_command", command="rm -rf hello.py"), "no",
+                      call("run_command", command="echo fine"), "fine"],
+                     plugins=[no_rm_rf], ask=lambda q: asked.append(q) or True)
+    first = next(e for e in list(s.agent.run_turn("delete")) if isinstance(e, Observation))
+    second = next(e for e in list(s.agent.run_turn("echo")) if isinstance(e, Observation))
+    assert first.text == reason and asked == ["Run run_command: echo fine"]
+    assert second.ok and "fine" in second.text
+
+
+def test_approval_policies(make_session, workspace):
+    from conftest import call
+
+    from assistant.events import Observation
+
+    def first_observation(**flags):
+        s = make_session([call("run_command", command="touch made.txt"), "done"], **flags)
+        return next(e for e in list(s.agent.run_turn("make it")) if isinstance(e, Observation))
+
+    obs = first_observation(approval="never", ask=lambda q: True)  # never: not even a willing user can allow it
+    assert obs.text.startswith("Denied: run_command is turned off in this session (--approval never)")
+    obs = first_observation()  # ask, with nobody to ask (--once)
+    assert obs.text.startswith("Denied: run_command needs approval and there is nobody to ask")
+    assert "--yes" in obs.text and "--approval auto" in obs.text
+    assert not (workspace / "made.txt").exists()
+    obs = first_observation(approval="auto")
+    assert obs.ok and (workspace / "made.txt").exists()
+    # Tools that do not need approval run under every policy.
+    s = make_session([call("read_file", path="hello.py"), "ok"], approval="never")
+    assert next(e for e in list(s.agent.run_turn("read")) if isinstance(e, Observation)).ok

@@ -38,6 +38,17 @@ def test_a_turn_with_a_tool_call_and_slash_commands(workspace, tmp_path, isolate
     assert "What files are in this folder?" in (isolated_home / "history").read_text()
 
 
+def test_tools_label_follows_the_approval_policy(workspace, tmp_path):
+    lines = {}
+    for policy in ("ask", "auto", "never"):
+        _, out = run_repl(workspace, tmp_path, [], "/tools\r/exit\r", approval=policy)
+        lines[policy] = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert "(asks first)" in lines["ask"]["run_python"]
+    assert "(runs without asking: --approval auto)" in lines["auto"]["run_command"]
+    assert "(turned off: --approval never)" in lines["never"]["run_command"]
+    assert "(" not in lines["never"]["read_file"].split("[")[0]  # tools without approval carry no label
+
+
 def test_approval_prompt_and_undo(workspace, tmp_path):
     outputs = [call("run_command", command="echo changed > hello.py"), "done", call("run_command", command="rm hello.py"), "no"]
     repl, out = run_repl(workspace, tmp_path, outputs, "change it\ry\r/undo\rdelete it\rn\r/exit\r")

@@ -1,0 +1,314 @@
+"""The warm path: one sandboxed worker per workspace that starts a fresh process for every run.
+
+Starting bubblewrap costs several milliseconds a run; run_python and repair's test runs start many. The worker is
+started once, inside the same bubblewrap sandbox a cold run gets, and waits on a socket. It keeps one *runner*
+ready: a child that has already entered new user, pid and mount namespaces (with a fresh /tmp and /dev/shm) and
+whose first process waits for a command. For each run the parent sends the argv, folder, environment, limits and
+timeout, with the run's stdin/stdout/stderr pipes as file descriptors; the waiting process sets the limits and
+becomes the command. When the command ends, is killed at the timeout, or the parent asks (Ctrl-C), its pid
+namespace ends and with it every process it started. So each run gets the isolation and limits of a cold run, a
+fresh process, and leaves nothing behind; the namespaces' set-up and tear-down happen between runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from assistant.sandbox import HeadTail, Limits, Result, clamp_limits
+
+# Runs inside the sandbox with -I -S: stdlib only, no site-packages.
+WORKER = r"""
+import ctypes, json, os, resource, select, signal, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+sock = socket.socket(fileno=int(sys.argv[1]))
+uid, gid = os.getuid(), os.getgid()
+CLONE_NEWNS, CLONE_NEWUSER, PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 0x20000, 0x10000000, 1, 36
+WORKSPACE = sys.argv[2]
+
+def fail(fd, text):
+    os.write(fd, ("sandbox worker: %s\n" % text).encode())
+
+def find(name, path):
+    # Like execvp's search, but with stat calls: a failing execve per PATH entry is far slower.
+    if "/" in name:
+        return name
+    for d in path.split(os.pathsep):
+        full = os.path.join(d or ".", name)
+        if os.access(full, os.X_OK) and not os.path.isdir(full):
+            return full
+    raise FileNotFoundError(2, "No such file or directory")
+
+def command(ctl):
+    # The runner's child: wait for a request, then become the command.
+    req = fds = None
+    try:
+        msg, fds, _, _ = socket.recv_fds(ctl, 1 << 20, 3)
+        if not msg:
+            os._exit(0)
+        req = json.loads(msg)
+        os.setsid()
+        for what, value in req["limits"]:
+            resource.setrlimit(what, (value, value))
+        for i, fd in enumerate(fds):
+            os.dup2(fd, i)
+        os.closerange(3, 65536)
+        for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_DFL)
+        os.chdir(req["cwd"])
+        os.execve(find(req["argv"][0], req["env"].get("PATH", os.defpath)), req["argv"], req["env"])
+    except OSError as exc:
+        name = req["argv"][0] if req else "the command"
+        os.write(2, ("cannot run %s: %s\n" % (name, exc.strerror or exc)).encode())
+    os._exit(127)
+
+def runner(ctl, status_w):
+    # A new user namespace (RLIMIT_NPROC counts this run's processes only) and mount namespace (a fresh /tmp
+    # and /dev/shm), then the child that becomes the command.
+    try:
+        if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0:
+            raise OSError(ctypes.get_errno(), "unshare")
+        for name, text in (("uid_map", "%d %d 1\n" % (uid, uid)), ("setgroups", "deny"), ("gid_map", "%d %d 1\n" % (gid, gid))):
+            with open("/proc/self/" + name, "w") as fh:
+                fh.write(text)
+        keep = os.open(WORKSPACE, os.O_PATH) if WORKSPACE.startswith("/tmp/") else None
+        for d in ("/tmp", "/dev/shm"):
+            if libc.mount(b"none", d.encode(), b"tmpfs", 0, b"mode=1777") != 0:
+                raise OSError(ctypes.get_errno(), "mount " + d)
+        if keep is not None:  # the workspace lives under /tmp: put it back into the fresh /tmp
+            os.makedirs(WORKSPACE)
+            if libc.mount(("/proc/self/fd/%d" % keep).encode(), WORKSPACE.encode(), None, 0x1000 | 0x4000, None) != 0:
+                raise OSError(ctypes.get_errno(), "bind " + WORKSPACE)
+            os.close(keep)
+    except OSError as exc:
+        os.write(status_w, ("error %s" % exc).encode()); os._exit(1)
+    alive_r, alive_w = os.pipe()  # EOF on alive_r: the runner has died
+    pid = os.fork()
+    if pid == 0:
+        libc.prctl(PR_SET_PDEATHSIG, 9)
+        os.close(alive_w); os.close(status_w)
+        if select.select([alive_r], [], [], 0)[0]:  # it died before PDEATHSIG was set
+            os._exit(137)
+        os.close(alive_r)
+        command(ctl)
+    os.close(alive_r); ctl.close()
+    info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+    # Report before exiting: tearing the namespaces down takes a while and nobody needs to wait for it.
+    os.write(status_w, ("%d" % code).encode())
+    os._exit(0)
+
+def spare():
+    ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    status_r, status_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        sock.close(); ctl.close(); os.close(status_r)
+        runner(theirs, status_w)
+    theirs.close(); os.close(status_w)
+    return pid, ctl, status_r
+
+def end_run(runner):
+    # Everything in this sandbox but the worker is the run's now (the runner, the command, whatever it left
+    # running, setsid or not): kill it all. Orphans come back to the worker (a subreaper) to be reaped.
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+def reap_all():
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+sock.send(b"ready")
+ready = spare()
+while True:
+    try:
+        msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 3)
+    except OSError:
+        break
+    if not msg:
+        break
+    pid, ctl, status_r = ready
+    try:
+        socket.send_fds(ctl, [msg], fds)
+    except OSError:  # the runner died while waiting: tell the parent, which runs this one cold
+        sock.send(json.dumps({"error": "runner lost"}).encode())
+        for fd in fds: os.close(fd)
+        ctl.close(); os.close(status_r); end_run(pid); reap_all(); ready = spare()
+        continue
+    for fd in fds:
+        os.close(fd)
+    ctl.close()
+    req = json.loads(msg)
+    timed_out = killed = False
+    ready_fds = select.select([status_r, sock], [], [], req["timeout"])[0]
+    if status_r not in ready_fds:
+        timed_out, killed = not ready_fds, bool(ready_fds)
+        if killed:
+            sock.recv(64)  # the parent's "kill"
+    end_run(pid)
+    text = os.read(status_r, 200).decode()
+    os.close(status_r)
+    reply = {"timed_out": timed_out, "killed": killed}
+    if text.startswith("error"):
+        reply["error"] = text
+    elif text:
+        reply["code"] = int(text)
+    else:
+        reply["code"] = -9  # the runner died before reporting
+    sock.send(json.dumps(reply).encode())
+    reap_all()
+    ready = spare()
+"""
+
+
+class WorkerBusy(Exception):
+    """The worker is running another command; the caller runs this one cold."""
+
+
+class Worker:
+    """The parent's side of the worker: one run at a time over a SOCK_SEQPACKET socket pair."""
+
+    def __init__(self, proc: subprocess.Popen, sock: socket.socket):
+        self.proc = proc
+        self.sock = sock
+        self.lock = threading.Lock()
+        self.key: tuple = ()  # the protected paths its view was made with
+
+    @classmethod
+    def start(cls, prefix: list[str], fds: tuple[int, ...], *, workspace: str, env: dict[str, str]) -> "Worker":
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            proc = subprocess.Popen(prefix + [sys.executable, "-I", "-S", "-c", WORKER, str(theirs.fileno()),
+                                              workspace], cwd=workspace, env=env, pass_fds=(*fds, theirs.fileno()), start_new_session=True,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        finally:
+            theirs.close()
+        worker = cls(proc, ours)
+        ours.settimeout(30)
+        try:
+            ready = ours.recv(16)
+        except OSError:
+            ready = b""
+        if ready != b"ready":
+            worker.close()
+            why = proc.stderr.read().decode("utf-8", "replace").strip().splitlines() if proc.stderr else []
+            raise OSError(f"the sandbox worker did not start: {why[-1] if why else 'no message'}")
+        proc.stderr.close()  # the worker writes nothing more there
+        proc.stderr = None
+        ours.settimeout(None)
+        return worker
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def run(self, argv: list[str], *, cwd: str, timeout: float, stdin: bytes | None, limits: Limits,
+            env: dict[str, str], max_output: int) -> Result:
+        """Run argv through the worker; WorkerBusy if another run holds it, OSError if the worker died."""
+        if not self.lock.acquire(blocking=False):
+            raise WorkerBusy()
+        start = time.monotonic()
+        try:
+            pipes = [os.pipe(), os.pipe(), os.pipe()]  # stdin, stdout, stderr
+            theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
+            # Each run has its own user namespace, where RLIMIT_NPROC counts only that run's processes.
+            request = {"argv": argv, "cwd": cwd, "env": env, "timeout": timeout, "limits": clamp_limits(limits)}
+            try:
+                socket.send_fds(self.sock, [json.dumps(request).encode()], theirs)
+            finally:
+                for fd in theirs:
+                    os.close(fd)
+            out, err = HeadTail(max_output), HeadTail(max_output // 2)
+            try:
+                reply = self._collect(pipes[1][0], pipes[2][0], pipes[0][1], stdin or b"", out, err,
+                                      time.monotonic() + timeout + 30)
+            except BaseException:  # Ctrl-C: ask the worker to kill the run and wait for that, then go on raising
+                try:
+                    self.sock.send(b"kill")
+                    self._collect(pipes[1][0], pipes[2][0], -1, b"", out, err, time.monotonic() + 30)
+                except OSError:
+                    self.close()  # a worker that does not answer is ended, and every run with it
+                raise
+            finally:
+                for fd in (pipes[1][0], pipes[2][0], pipes[0][1]):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+        finally:
+            self.lock.release()
+        if "error" in reply:
+            raise OSError(f"the sandbox worker could not run the command: {reply['error']}")
+        code = None if reply["timed_out"] else reply["code"]
+        return Result(code, out.text(), err.text(), truncated=bool(out.cut or err.cut),
+                      timed_out=reply["timed_out"], layer="bwrap", seconds=time.monotonic() - start)
+
+    def _collect(self, out_fd: int, err_fd: int, in_fd: int, data: bytes, out: HeadTail, err: HeadTail,
+                 deadline: float) -> dict:
+        """One thread: feed stdin, drain stdout and stderr, until the worker's reply and both ends of output."""
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ, "reply")
+        sel.register(out_fd, selectors.EVENT_READ, out)
+        sel.register(err_fd, selectors.EVENT_READ, err)
+        if in_fd >= 0:
+            if data:
+                os.set_blocking(in_fd, False)
+                sel.register(in_fd, selectors.EVENT_WRITE, "stdin")
+            else:
+                os.close(in_fd)
+        reply, view, open_streams = None, memoryview(data), 2
+        try:
+            while reply is None or open_streams:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise OSError("the sandbox worker did not answer")
+                for key, _ in sel.select(left):
+                    if key.data == "reply":
+                        raw = self.sock.recv(4096)
+                        if not raw:
+                            raise OSError("the sandbox worker stopped")
+                        reply = json.loads(raw)
+                        sel.unregister(self.sock)
+                    elif key.data == "stdin":
+                        try:
+                            view = view[os.write(in_fd, view[:65536]):]
+                        except BlockingIOError:
+                            continue
+                        except BrokenPipeError:  # the command does not read its input: fine
+                            view = view[:0]
+                        if not view:
+                            sel.unregister(in_fd)
+                            os.close(in_fd)
+                    else:
+                        chunk = os.read(key.fd, 65536)
+                        if chunk:
+                            key.data.feed(chunk)
+                        else:
+                            sel.unregister(key.fd)
+                            open_streams -= 1
+        finally:
+            sel.close()
+        return reply
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.proc.poll() is None:
+            try:
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()

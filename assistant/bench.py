@@ -1,4 +1,5 @@
-"""`assistant bench speed`: time until the REPL prompt shows, model load time, and generation tokens/s."""
+"""Benchmarks (figures, not tests): `assistant bench speed` (time to the REPL prompt, model load, tokens/s) and
+`assistant bench sandbox` (what each sandbox layer adds to one execution)."""
 
 from __future__ import annotations
 
@@ -110,8 +111,10 @@ def sandbox_overhead(settings, *, runs: int = 50, out=sys.stdout) -> int:
                 times[name].append(time.perf_counter() - start)
                 if result is not None and hasattr(result, "ok") and not result.ok:
                     raise AssistantError(f"{name}: the benchmark command failed: {result.render()}")
-            print(f"\r  round {i + 1}/{runs}", end="", file=sys.stderr, flush=True)
-        print("\r", end="", file=sys.stderr)
+            if sys.stderr.isatty():
+                print(f"\r  round {i + 1}/{runs}", end="", file=sys.stderr, flush=True)
+        if sys.stderr.isatty():
+            print("\r\033[K", end="", file=sys.stderr)
     finally:
         for box in boxes.values():
             box.close()

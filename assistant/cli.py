@@ -145,6 +145,9 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
     speed = bsub.add_parser("speed", parents=[shared], help="time to the REPL prompt, model load time, tokens/s")
     speed.add_argument("--tokens", type=int, default=128, help="tokens to generate per run (default 128)")
     speed.add_argument("--runs", type=int, default=3, help="generation runs (default 3)")
+    sb = bsub.add_parser("sandbox", parents=[shared], help="what each sandbox layer adds to one execution "
+                         "(cold and warm) against bare `python3 -I -c pass`")
+    sb.add_argument("--runs", type=int, default=50, help="executions per variant, interleaved (default 50)")
     return parser
 
 

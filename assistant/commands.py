@@ -295,6 +295,8 @@ def doctor(args, settings) -> int:
 
 
 def bench(args, settings) -> int:
-    from assistant.bench import speed
+    from assistant.bench import sandbox_overhead, speed
 
+    if args.action == "sandbox":
+        return sandbox_overhead(settings, runs=args.runs, out=sys.stdout)
     return speed(settings, tokens=args.tokens, runs=args.runs, out=sys.stdout)

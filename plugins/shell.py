@@ -27,9 +27,9 @@ def run_command(command: str | list[str], timeout: int = 60, context=None) -> st
     return execute(argv, context=context, timeout=timeout, label=f"run_command {command!r}")
 
 
-def execute(argv: list[str], *, context, timeout: int, label: str, stdin: bytes | None = None,
-            warm: bool = True) -> str:
-    """Run argv in the workspace through the sandbox, capped by --command-timeout, with an undo snapshot."""
+def execute(argv: list[str], *, context, timeout: int, label: str, stdin: bytes | None = None) -> str:
+    """Run argv in the workspace through the sandbox (its warm worker when it can), capped by
+    --command-timeout, with an undo snapshot."""
     limit = context.settings.command_timeout if context else 60
     timeout = max(1, min(int(timeout), limit))
     cwd = str(context.workspace.root) if context else "."
@@ -38,10 +38,12 @@ def execute(argv: list[str], *, context, timeout: int, label: str, stdin: bytes 
     if context and context.undo:
         context.undo.before_workspace(label)
     try:
-        result = box.run(argv, cwd=cwd, timeout=timeout, stdin=stdin, warm=warm)
+        result = box.run(argv, cwd=cwd, timeout=timeout, stdin=stdin, warm=True)
     finally:
         if context and context.undo:
             context.undo.after_workspace()
+    if result.layer == "rlimits":  # the user opted out of isolation: say so wherever the output is read
+        return "[not isolated: --sandbox " + box.policy + " ran this with resource limits only]\n" + result.render()
     return result.render()
 
 

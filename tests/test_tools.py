@@ -245,3 +245,13 @@ def test_undecodable_file_names_do_not_break_a_turn(make_session, workspace):
     assert events[-1].text == "done"
     obs = next(e for e in events if e.kind == "observation")
     assert "caf\ufffd.txt" in obs.text
+
+
+def test_an_opted_in_weak_layer_says_so(workspace):
+    ws = Workspace(workspace)
+    box = sandbox.Sandbox(workspace, "weak")
+    box._layer = "rlimits"  # as on a machine where neither bwrap nor unshare works
+    ctx = ToolContext(ws, load_settings({"workspace": str(workspace)}), UndoStack(ws), sandbox=box)
+    out = shell.run_command("echo hi", context=ctx)
+    assert out == "[not isolated: --sandbox weak ran this with resource limits only]\nexit status 0\nstdout:\nhi"
+    box.close()

@@ -7,11 +7,12 @@ Layers, strongest first (shared/ARCHITECTURE.md "Sandbox", docs/sandbox.md):
   It runs as a real unprivileged host uid: the user's own, or, when the assistant runs as root, a dedicated
   uid (``sandbox_uid``) that reaches the workspace through an idmapped mount, so process limits bind.
 - ``unshare``: util-linux ``unshare`` (user, network, pid, ipc, uts and mount namespaces) as the same
-  unprivileged uid, secret folders covered; the file system is otherwise as visible as to that uid.
+  unprivileged uid, secret files and folders covered; the file system is otherwise as visible as to that uid.
 - ``rlimits``: resource limits and a process group only. Not isolation: used only when the user opts in.
 
-Every layer applies the same limits, kills everything a command started when it ends or times out, scrubs keys
-and tokens from the environment and keeps the head and tail of the output, escaped.
+Every layer applies the same limits, scrubs keys and tokens from the environment, keeps the head and tail of the
+output (escaped) and kills the command's process group when it ends, times out or is interrupted; the namespace
+layers kill every process it started, whatever its group.
 """
 
 from __future__ import annotations
@@ -395,24 +396,22 @@ class Sandbox:
         # namespace's first process is the command, and `--kill-child` ties it to unshare. A shell covers the
         # secret folders with empty read-only tmpfs mounts before exec'ing the command.
         # (mount(8) works only as root, so the outer namespace maps us to root and a nested one maps us back.)
-        covers = [str(p) for p in self.visible_secrets() if p.is_dir() and not p.is_symlink()]
-        script = 'for d in "$@"; do [ "$d" = -- ] && { shift; break; }; ' \
-                 'mount -t tmpfs -o ro,size=4k none "$d" || exit 125; shift; done; exec "$@"'
+        # The shell stays as the pid namespace's first process and runs the command as its child: a first
+        # process ignores signals it has no handler for (SIGTERM, SIGXFSZ), and the command must not.
+        covers = [str(p) for p in self.visible_secrets() if not p.is_symlink()]
+        script = ('for p in "$@"; do [ "$p" = -- ] && { shift; break; }; '
+                  'if [ -d "$p" ]; then mount -t tmpfs -o ro,size=4k none "$p" || exit 125; '
+                  'else mount --bind /dev/null "$p" || exit 125; fi; shift; done; "$@"; exit $?')
         unshare = _tool("unshare")
         return [unshare, "--map-root-user", "--net", "--pid", "--ipc", "--uts", "--mount", "--fork",
                 "--kill-child", "--mount-proc", "--", "/bin/sh", "-c", script, "sh", *covers, "--",
                 unshare, f"--map-user={self.run_uid}", f"--map-group={self.run_gid}", "--"]
 
     def protected_paths(self) -> list[Path]:
-        """Inside the writable workspace, what would run commands later (git hooks and config) or is ours stays
-        read-only. A repository without a hooks folder gets an empty one, so that it too can be made read-only."""
-        git = self.workspace / ".git"
-        if git.is_dir() and not git.is_symlink() and not (git / "hooks").exists():
-            try:
-                (git / "hooks").mkdir()
-            except OSError:
-                pass
-        targets = [self.workspace / rel for rel in (".git/hooks", ".git/config", ".assistant")]
+        """Inside the writable workspace, read-only: `.git` (hooks, config, `commondir` and the like would run
+        commands the next time *you* use git; as a mount point it cannot be renamed or replaced either) and our
+        own `.assistant`. Commands can read the repository (status, diff, log) but not commit."""
+        targets = [self.workspace / ".git", self.workspace / ".assistant"]
         return [t for t in targets if t.exists() and not t.is_symlink()]
 
     def visible_secrets(self) -> list[Path]:
@@ -489,6 +488,8 @@ class Sandbox:
         warm=True reuses this workspace's sandboxed worker (same isolation and limits, a fresh process per run),
         which saves the sandbox's start-up on every run; it applies to the bwrap layer without network."""
         limits = limits or Limits()
+        if not argv or any("\x00" in a for a in argv):
+            raise SandboxError("the command is empty or an argument holds a NUL byte")
         cwd = os.path.realpath(cwd or self.workspace)
         layer = self.layer
         if layer != "rlimits" and cwd != str(self.workspace) and not cwd.startswith(str(self.workspace) + os.sep):
@@ -514,9 +515,10 @@ class Sandbox:
         command, fds = self.command_for(layer, argv, cwd, limits, network)
         result = spawn_and_collect(command, cwd=cwd, env=full_env, timeout=timeout, stdin=stdin,
                                    max_output=max_output, layer=layer, pass_fds=fds)
-        if layer == "bwrap" and result.returncode is not None and 128 < result.returncode <= 128 + 64:
-            # bubblewrap's init reports a command killed by signal N as exit status 128+N (as shells do); a
-            # command that itself exits with 129-192 reads the same here. (The warm path knows the difference.)
+        if result.returncode is not None and 128 < result.returncode <= 128 + 64:
+            # bubblewrap's init and the unshare layer's shell report a command killed by signal N as exit status
+            # 128+N (as shells do); a command that itself exits with 129-192 reads the same here. (The warm path
+            # knows the difference.)
             result.returncode = 128 - result.returncode
         return result
 

@@ -140,6 +140,9 @@ while True:
         break
     if not msg:
         break
+    if msg == b"kill":  # a Ctrl-C that came after its run had ended: nothing to kill, but answer
+        sock.send(b'{"stray": true}')
+        continue
     pid, ctl, status_r = ready
     try:
         socket.send_fds(ctl, [msg], fds)
@@ -231,22 +234,26 @@ class Worker:
                 for fd in theirs:
                     os.close(fd)
             out, err = HeadTail(max_output), HeadTail(max_output // 2)
+            ours = {pipes[1][0], pipes[2][0], pipes[0][1]}  # closed once, here or by _collect (stdin at its end)
             try:
                 reply = self._collect(pipes[1][0], pipes[2][0], pipes[0][1], stdin or b"", out, err,
-                                      time.monotonic() + timeout + 30)
+                                      time.monotonic() + timeout + 30, ours)
+            except OSError as exc:
+                # The worker died during the run: the command may have run in part, so it is not run again.
+                self.close()
+                err.feed(f"\n[the sandbox worker stopped during this run ({exc}); it is restarted next time]\n"
+                         .encode())
+                reply = {"timed_out": False, "code": -9}
             except BaseException:  # Ctrl-C: ask the worker to kill the run and wait for that, then go on raising
                 try:
                     self.sock.send(b"kill")
-                    self._collect(pipes[1][0], pipes[2][0], -1, b"", out, err, time.monotonic() + 30)
+                    self._collect(pipes[1][0], pipes[2][0], -1, b"", out, err, time.monotonic() + 30, ours)
                 except OSError:
                     self.close()  # a worker that does not answer is ended, and every run with it
                 raise
             finally:
-                for fd in (pipes[1][0], pipes[2][0], pipes[0][1]):
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
+                for fd in ours:
+                    os.close(fd)
         finally:
             self.lock.release()
         if "error" in reply:
@@ -256,7 +263,7 @@ class Worker:
                       timed_out=reply["timed_out"], layer="bwrap", seconds=time.monotonic() - start)
 
     def _collect(self, out_fd: int, err_fd: int, in_fd: int, data: bytes, out: HeadTail, err: HeadTail,
-                 deadline: float) -> dict:
+                 deadline: float, ours: set[int]) -> dict:
         """One thread: feed stdin, drain stdout and stderr, until the worker's reply and both ends of output."""
         sel = selectors.DefaultSelector()
         sel.register(self.sock, selectors.EVENT_READ, "reply")
@@ -268,6 +275,7 @@ class Worker:
                 sel.register(in_fd, selectors.EVENT_WRITE, "stdin")
             else:
                 os.close(in_fd)
+                ours.discard(in_fd)
         reply, view, open_streams = None, memoryview(data), 2
         try:
             while reply is None or open_streams:
@@ -291,6 +299,7 @@ class Worker:
                         if not view:
                             sel.unregister(in_fd)
                             os.close(in_fd)
+                            ours.discard(in_fd)
                     else:
                         chunk = os.read(key.fd, 65536)
                         if chunk:

@@ -255,3 +255,20 @@ def test_an_opted_in_weak_layer_says_so(workspace):
     out = shell.run_command("echo hi", context=ctx)
     assert out == "[not isolated: --sandbox weak ran this with resource limits only]\nexit status 0\nstdout:\nhi"
     box.close()
+
+
+def test_a_run_whose_worker_dies_is_not_run_again(workspace):
+    import signal
+    import threading
+
+    box = sandbox.Sandbox(workspace, "bwrap")
+    try:
+        assert box.run(["true"], timeout=10, warm=True).ok
+        worker = box._worker
+        threading.Timer(0.5, lambda: os.killpg(worker.proc.pid, signal.SIGKILL)).start()
+        result = box.run(["bash", "-c", "echo ran >> count.txt; sleep 5"], timeout=20, warm=True)
+        assert result.returncode == -9 and "the sandbox worker stopped during this run" in result.stderr
+        assert (workspace / "count.txt").read_text() == "ran\n"  # once: not retried cold
+        assert box.run(["cat", "count.txt"], timeout=10, warm=True).stdout == "ran\n"  # a new worker
+    finally:
+        box.close()

@@ -535,8 +535,9 @@ class Sandbox:
             if self._worker is None:
                 prefix, fds = self._prefix(Limits(memory_bytes=None, file_size_bytes=None, processes=None),
                                            str(self.workspace))
+                keep = [str(self.workspace)] + [str(p) for p in self.readable_paths()]
                 self._worker = Worker.start(prefix + self._bwrap_args(str(self.workspace), False), fds,
-                                            workspace=str(self.workspace), env=scrubbed_env())
+                                            workspace=str(self.workspace), keep=keep, env=scrubbed_env())
                 self._worker.key = key
             return self._worker
 

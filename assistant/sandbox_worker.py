@@ -31,7 +31,7 @@ libc = ctypes.CDLL(None, use_errno=True)
 sock = socket.socket(fileno=int(sys.argv[1]))
 uid, gid = os.getuid(), os.getgid()
 CLONE_NEWNS, CLONE_NEWUSER, PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 0x20000, 0x10000000, 1, 36
-WORKSPACE = sys.argv[2]
+KEEP = sorted(json.loads(sys.argv[2]), key=len)  # the workspace and the read-only paths, parents first
 
 def fail(fd, text):
     os.write(fd, ("sandbox worker: %s\n" % text).encode())
@@ -78,15 +78,17 @@ def runner(ctl, status_w):
         for name, text in (("uid_map", "%d %d 1\n" % (uid, uid)), ("setgroups", "deny"), ("gid_map", "%d %d 1\n" % (gid, gid))):
             with open("/proc/self/" + name, "w") as fh:
                 fh.write(text)
-        keep = os.open(WORKSPACE, os.O_PATH) if WORKSPACE.startswith("/tmp/") else None
+        # The workspace and the Python environment may live under /tmp: keep them, bound again (read-only
+        # stays read-only) into the fresh /tmp and /dev/shm.
+        keep = [(p, os.open(p, os.O_PATH)) for p in KEEP if p.startswith(("/tmp/", "/dev/shm/")) and os.path.exists(p)]
         for d in ("/tmp", "/dev/shm"):
             if libc.mount(b"none", d.encode(), b"tmpfs", 0, b"mode=1777") != 0:
                 raise OSError(ctypes.get_errno(), "mount " + d)
-        if keep is not None:  # the workspace lives under /tmp: put it back into the fresh /tmp
-            os.makedirs(WORKSPACE)
-            if libc.mount(("/proc/self/fd/%d" % keep).encode(), WORKSPACE.encode(), None, 0x1000 | 0x4000, None) != 0:
-                raise OSError(ctypes.get_errno(), "bind " + WORKSPACE)
-            os.close(keep)
+        for path, fd in keep:
+            os.makedirs(path, exist_ok=True)
+            if libc.mount(("/proc/self/fd/%d" % fd).encode(), path.encode(), None, 0x1000 | 0x4000, None) != 0:
+                raise OSError(ctypes.get_errno(), "bind " + path)
+            os.close(fd)
     except OSError as exc:
         os.write(status_w, ("error %s" % exc).encode()); os._exit(1)
     alive_r, alive_w = os.pipe()  # EOF on alive_r: the runner has died
@@ -191,11 +193,14 @@ class Worker:
         self.key: tuple = ()  # the protected paths its view was made with
 
     @classmethod
-    def start(cls, prefix: list[str], fds: tuple[int, ...], *, workspace: str, env: dict[str, str]) -> "Worker":
+    def start(cls, prefix: list[str], fds: tuple[int, ...], *, workspace: str, keep: list[str],
+              env: dict[str, str]) -> "Worker":
+        """Start the worker in the sandbox that `prefix` makes; `keep` lists the paths each run's fresh /tmp must
+        still show (the workspace and the read-only ones)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             proc = subprocess.Popen(prefix + [sys.executable, "-I", "-S", "-c", WORKER, str(theirs.fileno()),
-                                              workspace], cwd=workspace, env=env, pass_fds=(*fds, theirs.fileno()), start_new_session=True,
+                                              json.dumps(keep)], cwd=workspace, env=env, pass_fds=(*fds, theirs.fileno()), start_new_session=True,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         finally:
             theirs.close()

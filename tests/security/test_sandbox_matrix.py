@@ -384,12 +384,13 @@ except OSError as exc:
 def test_fork_bomb_hits_the_process_limit_and_leaves_nothing(box):
     box.settle()
     mark = marker()
-    already = len(live_pids())  # the limit is Limits.processes beyond what the uid already runs
+    already = len(live_pids())  # the limit is Limits.processes beyond what the uid already runs (zombies count too)
     result = box.py(COUNTING_BOMB + f"# {mark}\n", timeout=20)
     word, count, err = result.stdout.split()
     assert (result.returncode, word, err) == (0, "forks", "EAGAIN"), result.render()
-    # the unprivileged uid's process limit binds (root's would not); a few more for processes started meanwhile
-    assert 1 <= int(count) <= Limits().processes + already + 8
+    # the unprivileged uid's process limit binds (root's would not: the bomb would run to the timeout); some slack
+    # for the uid's processes not yet reaped when the limit was computed (other tests' sandboxes ending)
+    assert 1 <= int(count) <= Limits().processes + already + 32
     assert result.seconds < 10
     no_leftovers(mark, box.mark)
     assert box.run(["echo", "alive"]).stdout == "alive\n"  # the sandbox (and the assistant) still work

@@ -80,8 +80,9 @@ def speed(settings, *, tokens: int = 128, runs: int = 3, out=sys.stdout) -> int:
 def sandbox_overhead(settings, *, runs: int = 50, out=sys.stdout) -> int:
     """`assistant bench sandbox`: what each layer adds to one execution of `python3 -I -c pass`.
 
-    Every variant runs the same command, interleaved round by round (so drift hits all alike); the figure is the
-    median wall time per execution, and the overhead is that minus the bare run's median."""
+    Every variant runs the same command, interleaved round by round (so drift hits all alike) with a 20 ms pause
+    before each (so one variant's background work does not land on the next); the figure is the median wall time
+    per execution, and the overhead is that minus the bare run's median."""
     import shutil
     import tempfile
 
@@ -106,6 +107,7 @@ def sandbox_overhead(settings, *, runs: int = 50, out=sys.stdout) -> int:
             fn()
         for i in range(runs):
             for name, fn in variants.items():
+                time.sleep(0.02)  # let background work of the previous run (the worker's next runner) finish
                 start = time.perf_counter()
                 result = fn()
                 times[name].append(time.perf_counter() - start)

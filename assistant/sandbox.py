@@ -17,6 +17,7 @@ layers kill every process it started, whatever its group.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import resource
@@ -32,6 +33,8 @@ from pathlib import Path
 
 from assistant.errors import AssistantError
 from assistant.text import escape_control
+
+log = logging.getLogger("assistant.sandbox")
 
 SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|COOKIE|SESSION|AUTH)", re.I)
 DEFAULT_OUTPUT_BYTES = 64 * 1024
@@ -76,6 +79,7 @@ class Result:
     timed_out: bool = False
     layer: str = "rlimits"
     seconds: float = 0.0
+    warm: bool = False  # ran through the workspace's warm worker
 
     @property
     def ok(self) -> bool:
@@ -318,6 +322,7 @@ class Sandbox:
     _mounts: "object | None" = None  # assistant.sandbox_root.RootMounts when running as root
     _worker: "object | None" = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _warned: bool = False
 
     def __post_init__(self):
         self.workspace = Path(os.path.realpath(self.workspace))
@@ -504,8 +509,11 @@ class Sandbox:
                                          env=dict(full_env, HOME="/tmp", TMPDIR="/tmp"), max_output=max_output)
             except WorkerBusy:
                 pass  # another run holds the worker (parallel runs): this one goes cold
-            except OSError:
-                self._close_worker()  # it died; the next warm run starts a new one, this one goes cold
+            except OSError as exc:  # it did not start, or died between runs: this one goes cold
+                self._close_worker()
+                if not self._warned:
+                    self._warned = True
+                    log.warning("the sandbox's warm worker failed (%s); running commands cold", exc)
         if layer == "rlimits":
             return spawn_and_collect(argv, cwd=cwd, env=full_env, timeout=timeout, stdin=stdin,
                                      max_output=max_output, layer=layer,

@@ -2,12 +2,15 @@
 
 Starting bubblewrap costs several milliseconds a run; run_python and repair's test runs start many. The worker is
 started once, inside the same bubblewrap sandbox a cold run gets, and waits on a socket. It keeps one *runner*
-ready: a child that has already entered new user, pid and mount namespaces (with a fresh /tmp and /dev/shm) and
-whose first process waits for a command. For each run the parent sends the argv, folder, environment, limits and
-timeout, with the run's stdin/stdout/stderr pipes as file descriptors; the waiting process sets the limits and
-becomes the command. When the command ends, is killed at the timeout, or the parent asks (Ctrl-C), its pid
-namespace ends and with it every process it started. So each run gets the isolation and limits of a cold run, a
-fresh process, and leaves nothing behind; the namespaces' set-up and tear-down happen between runs.
+ready: a child that has already entered a new user namespace (so the process limit counts that run's processes
+only) and a new mount namespace (a fresh /tmp and /dev/shm), and whose child waits for a command. For each run
+the parent sends the argv, folder, environment, limits and timeout, with the run's stdin/stdout/stderr pipes as
+file descriptors; the waiting process sets the limits and becomes the command. When the command ends, is killed
+at the timeout, or the parent asks (Ctrl-C), the worker kills every other process in its sandbox (its pid
+namespace: whatever the run left behind, `setsid` or not) and reaps them, then prepares the next runner. So each
+run gets the isolation and limits of a cold run, a fresh process, and leaves nothing behind; the namespaces'
+set-up and tear-down happen between runs. (A pid namespace per run would do the killing too, but tearing one
+down costs about 4 ms per run here: docs/benchmarks.md.)
 """
 
 from __future__ import annotations
@@ -24,17 +27,16 @@ import time
 
 from assistant.sandbox import HeadTail, Limits, Result, clamp_limits
 
+BOOTSTRAP = "import os, sys; exec(os.read(int(sys.argv[1]), 1 << 20))  # the assistant's sandbox worker"
+
 # Runs inside the sandbox with -I -S: stdlib only, no site-packages.
 WORKER = r"""
 import ctypes, json, os, resource, select, signal, socket, sys
 libc = ctypes.CDLL(None, use_errno=True)
 sock = socket.socket(fileno=int(sys.argv[1]))
 uid, gid = os.getuid(), os.getgid()
-CLONE_NEWNS, CLONE_NEWUSER, PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 0x20000, 0x10000000, 1, 36
+CLONE_NEWNS, CLONE_NEWUSER, PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 0x20000, 0x10000000, 1, 4, 36
 KEEP = sorted(json.loads(sys.argv[2]), key=len)  # the workspace and the read-only paths, parents first
-
-def fail(fd, text):
-    os.write(fd, ("sandbox worker: %s\n" % text).encode())
 
 def find(name, path):
     # Like execvp's search, but with stat calls: a failing execve per PATH entry is far slower.
@@ -73,11 +75,13 @@ def runner(ctl, status_w):
     # A new user namespace (RLIMIT_NPROC counts this run's processes only) and mount namespace (a fresh /tmp
     # and /dev/shm), then the child that becomes the command.
     try:
+        libc.prctl(PR_SET_DUMPABLE, 1)  # our own /proc files must be ours to write the maps; no command exists yet
         if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0:
             raise OSError(ctypes.get_errno(), "unshare")
         for name, text in (("uid_map", "%d %d 1\n" % (uid, uid)), ("setgroups", "deny"), ("gid_map", "%d %d 1\n" % (gid, gid))):
             with open("/proc/self/" + name, "w") as fh:
                 fh.write(text)
+        libc.prctl(PR_SET_DUMPABLE, 0)
         # The workspace and the Python environment may live under /tmp: keep them, bound again (read-only
         # stays read-only) into the fresh /tmp and /dev/shm.
         keep = [(p, os.open(p, os.O_PATH)) for p in KEEP if p.startswith(("/tmp/", "/dev/shm/")) and os.path.exists(p)]
@@ -117,7 +121,7 @@ def spare():
     theirs.close(); os.close(status_w)
     return pid, ctl, status_r
 
-def end_run(runner):
+def end_run():
     # Everything in this sandbox but the worker is the run's now (the runner, the command, whatever it left
     # running, setsid or not): kill it all. Orphans come back to the worker (a subreaper) to be reaped.
     try:
@@ -133,6 +137,9 @@ def reap_all():
             return
 
 libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+# Not dumpable: a command (same uid, but in a child user namespace) can then neither ptrace the worker or its
+# runners nor read their /proc files. A command's own exec makes it dumpable again, as usual.
+libc.prctl(PR_SET_DUMPABLE, 0)
 sock.send(b"ready")
 ready = spare()
 while True:
@@ -151,7 +158,7 @@ while True:
     except OSError:  # the runner died while waiting: tell the parent, which runs this one cold
         sock.send(json.dumps({"error": "runner lost"}).encode())
         for fd in fds: os.close(fd)
-        ctl.close(); os.close(status_r); end_run(pid); reap_all(); ready = spare()
+        ctl.close(); os.close(status_r); end_run(); reap_all(); ready = spare()
         continue
     for fd in fds:
         os.close(fd)
@@ -163,7 +170,7 @@ while True:
         timed_out, killed = not ready_fds, bool(ready_fds)
         if killed:
             sock.recv(64)  # the parent's "kill"
-    end_run(pid)
+    end_run()
     text = os.read(status_r, 200).decode()
     os.close(status_r)
     reply = {"timed_out": timed_out, "killed": killed}
@@ -199,7 +206,8 @@ class Worker:
         still show (the workspace and the read-only ones)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            proc = subprocess.Popen(prefix + [sys.executable, "-I", "-S", "-c", WORKER, str(theirs.fileno()),
+            # The code comes over the socket (not in argv: `ps` inside the sandbox stays readable).
+            proc = subprocess.Popen(prefix + [sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(theirs.fileno()),
                                               json.dumps(keep)], cwd=workspace, env=env, pass_fds=(*fds, theirs.fileno()), start_new_session=True,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         finally:
@@ -207,6 +215,7 @@ class Worker:
         worker = cls(proc, ours)
         ours.settimeout(30)
         try:
+            ours.send(WORKER.encode())
             ready = ours.recv(16)
         except OSError:
             ready = b""
@@ -265,7 +274,7 @@ class Worker:
             raise OSError(f"the sandbox worker could not run the command: {reply['error']}")
         code = None if reply["timed_out"] else reply["code"]
         return Result(code, out.text(), err.text(), truncated=bool(out.cut or err.cut),
-                      timed_out=reply["timed_out"], layer="bwrap", seconds=time.monotonic() - start)
+                      timed_out=reply["timed_out"], layer="bwrap", seconds=time.monotonic() - start, warm=True)
 
     def _collect(self, out_fd: int, err_fd: int, in_fd: int, data: bytes, out: HeadTail, err: HeadTail,
                  deadline: float, ours: set[int]) -> dict:

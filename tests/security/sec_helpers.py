@@ -172,7 +172,10 @@ class Box:
         """Runs argv with a fresh marker in its environment (self.mark), to find whatever it leaves running."""
         self.mark = marker()
         env = {MARK_VAR: self.mark, **(env or {})}
-        return self.sandbox.run(list(argv), timeout=timeout, warm=self.warm, env=env, **kwargs)
+        result = self.sandbox.run(list(argv), timeout=timeout, warm=self.warm, env=env, **kwargs)
+        # A warm run that quietly went cold would test the wrong path.
+        assert result.warm == (self.warm and not kwargs.get("network")), f"{self.mode}: warm={result.warm}"
+        return result
 
     def sh(self, script: str, **kwargs) -> sandbox.Result:
         return self.run(["bash", "-c", script], **kwargs)

@@ -3,7 +3,6 @@
 import io
 import json
 
-import pytest
 from conftest import call
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput

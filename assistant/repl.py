@@ -211,6 +211,11 @@ class Repl:
         for tool in self.session.registry.tools.values():
             flag = labels.get(self.session.settings.approval, "") if tool.needs_approval else ""
             self.write(f"{tool.name:<14} {tool.description.splitlines()[0]}{flag}  [{tool.plugin}]")
+        try:
+            self.write(f"commands and code run in the {self.session.sandbox.layer} sandbox layer "
+                       f"(--sandbox {self.session.settings.sandbox}); `assistant doctor` says more")
+        except AssistantError as exc:
+            self.write(f"commands and code cannot run: {exc}")
 
     def cmd_model(self, rest: str) -> None:
         if rest:

@@ -46,6 +46,18 @@ def test_tools_label_follows_the_approval_policy(workspace, tmp_path):
     assert "(runs without asking: --approval auto)" in lines["auto"]["run_command"]
     assert "(turned off: --approval never)" in lines["never"]["run_command"]
     assert "(" not in lines["never"]["read_file"].split("[")[0]  # tools without approval carry no label
+    assert lines["ask"]["commands"] == ("commands and code run in the bwrap sandbox layer (--sandbox auto); "
+                                        "`assistant doctor` says more")
+
+
+def test_tools_says_when_no_sandbox_layer_works(workspace, tmp_path, monkeypatch):
+    from assistant import sandbox
+
+    monkeypatch.setattr(sandbox.Sandbox, "probe", lambda self, layer: sandbox.Probe(layer, False, "not here"))
+    _, out = run_repl(workspace, tmp_path, [], "/tools\r/exit\r", sandbox="bwrap")
+    line = next(line for line in out.splitlines() if line.startswith("commands and code"))
+    assert line.startswith("commands and code cannot run: no sandbox layer available for --sandbox bwrap "
+                           "(bwrap: not here); install bubblewrap")
 
 
 def test_approval_prompt_and_undo(workspace, tmp_path):

@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import resource
-import select
+import selectors
 import shutil
 import signal
 import subprocess
@@ -209,43 +209,87 @@ def processes_of(uid: int) -> int:
 
 # --- the process plumbing every layer shares ----------------------------------------------------------
 
-
-def _feed(pipe, data: bytes) -> None:
-    try:
-        pipe.write(data)
-        pipe.close()
-    except (BrokenPipeError, ValueError, OSError):
-        pass
+OUTPUT_GRACE = 0.5  # after a run ends: how long to keep reading output that a stray process may still hold
 
 
-def _pump(stream, sink: HeadTail) -> None:
-    for chunk in iter(lambda: stream.read1(65536), b""):
-        sink.feed(chunk)
+class Relay:
+    """One thread moves a run's bytes: writes its stdin, reads its stdout and stderr into bounded buffers, and
+    watches one more file descriptor (the end of the run). It owns and closes the parent's ends of the pipes."""
 
+    def __init__(self, out_fd: int, err_fd: int, in_fd: int, data: bytes, max_output: int):
+        self.out, self.err = HeadTail(max_output), HeadTail(max_output // 2)
+        self.sel = selectors.DefaultSelector()
+        self.open = {out_fd, err_fd}
+        self.sel.register(out_fd, selectors.EVENT_READ, self.out)
+        self.sel.register(err_fd, selectors.EVENT_READ, self.err)
+        self.in_fd, self.view = in_fd, memoryview(data)
+        if in_fd >= 0:
+            self.open.add(in_fd)
+            if data:
+                os.set_blocking(in_fd, False)
+                self.sel.register(in_fd, selectors.EVENT_WRITE, "stdin")
+            else:
+                self._close(in_fd)
 
-def _wait_unreaped(pid: int, timeout: float) -> bool:
-    """Wait until the process exits, without reaping it; False at the timeout."""
-    try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        fd = None
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if fd is not None:
-                if select.select([fd], [], [], max(0.0, left))[0]:
-                    return True
-            else:  # no pidfd (old kernel): poll
-                info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
-                if info is not None:
-                    return True
-                time.sleep(min(0.01, max(0.0, left)))
-            if time.monotonic() >= deadline:
-                return False
-    finally:
-        if fd is not None:
+    def _close(self, fd: int) -> None:
+        if fd in self.open:
+            self.open.discard(fd)
+            try:
+                self.sel.unregister(fd)
+            except KeyError:
+                pass
             os.close(fd)
+
+    def _move(self, key) -> None:
+        if key.data == "stdin":
+            try:
+                self.view = self.view[os.write(key.fd, self.view[:65536]):]
+            except BlockingIOError:
+                return
+            except BrokenPipeError:  # the command does not read (all of) its input: fine
+                self.view = self.view[:0]
+            if not self.view:
+                self._close(key.fd)
+            return
+        chunk = os.read(key.fd, 65536)
+        if chunk:
+            key.data.feed(chunk)
+        else:
+            self._close(key.fd)
+
+    def pump(self, event_fd: int, deadline: float) -> bool:
+        """Move bytes until event_fd is readable (True) or the deadline passes (False)."""
+        self.sel.register(event_fd, selectors.EVENT_READ, "event")
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                for key, _ in self.sel.select(left):
+                    if key.data == "event":
+                        return True
+                    self._move(key)
+        finally:
+            self.sel.unregister(event_fd)
+
+    def drain(self, grace: float = OUTPUT_GRACE) -> None:
+        """Read what is left until both outputs end, for at most `grace` seconds: a pipe that a stray process
+        keeps open (or that sits in a socket's queue) must not hold the caller."""
+        deadline = time.monotonic() + grace
+        if self.in_fd in self.open:
+            self._close(self.in_fd)
+        while self.open and (left := deadline - time.monotonic()) > 0:
+            for key, _ in self.sel.select(left):
+                self._move(key)
+
+    def close(self) -> None:
+        for fd in list(self.open):
+            self._close(fd)
+        self.sel.close()
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.out.cut or self.err.cut)
 
 
 def _kill_group(pgid: int) -> None:
@@ -267,36 +311,38 @@ def spawn_and_collect(argv: list[str], *, cwd: str, env: dict[str, str], timeout
                       max_output: int, layer: str, pass_fds=(), preexec=None) -> Result:
     """Start argv as the leader of a new session, collect bounded output, kill the whole group at the end."""
     start = time.monotonic()
+    in_r, in_w = os.pipe() if stdin is not None else (-1, -1)
+    (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
     try:
         proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True, pass_fds=pass_fds,
-                                preexec_fn=preexec, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
+                                preexec_fn=preexec, stdout=out_w, stderr=err_w,
+                                stdin=in_r if in_r >= 0 else subprocess.DEVNULL)
     except OSError as exc:
+        for fd in (in_r, in_w, out_r, err_r):
+            if fd >= 0:
+                os.close(fd)
         return Result(127, "", f"cannot start {argv[0]}: {exc.strerror}", layer=layer)
-    out, err = HeadTail(max_output), HeadTail(max_output // 2)
-    threads = [threading.Thread(target=_pump, args=(proc.stdout, out), daemon=True),
-               threading.Thread(target=_pump, args=(proc.stderr, err), daemon=True)]
-    if stdin is not None:
-        # In a thread: a child that never reads its input must not hold us past the timeout.
-        threads.append(threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True))
-    for t in threads:
-        t.start()
-    timed_out = False
+    finally:
+        for fd in (in_r, out_w, err_w):
+            if fd >= 0:
+                os.close(fd)
+    relay = Relay(out_r, err_r, in_w, stdin or b"", max_output)
+    pidfd = os.pidfd_open(proc.pid)  # readable when the leader exits; it stays unreaped until we kill the group
     try:
-        timed_out = not _wait_unreaped(proc.pid, timeout)
+        timed_out = not relay.pump(pidfd, start + timeout)
     finally:
         # Kill what is left of the group whatever happened (timeout, Ctrl-C). The leader is not reaped yet, so
         # its pid, the group id, cannot have been reused. In the namespace layers the leader is the sandbox's
         # supervisor: its death takes the pid namespace, and so every process the command started, with it.
         _kill_group(proc.pid)
         proc.wait()
-        for t in threads:
-            # Only the rlimits layer can leave an escapee (setsid) holding the pipes: do not wait for it.
-            t.join(timeout=0.5)
-    for stream in (proc.stdout, proc.stderr):
-        stream.close()
-    return Result(returncode=None if timed_out else proc.returncode, stdout=out.text(), stderr=err.text(),
-                  truncated=bool(out.cut or err.cut), timed_out=timed_out, layer=layer,
+        os.close(pidfd)
+        try:
+            relay.drain()
+        finally:
+            relay.close()
+    return Result(returncode=None if timed_out else proc.returncode, stdout=relay.out.text(),
+                  stderr=relay.err.text(), truncated=relay.truncated, timed_out=timed_out, layer=layer,
                   seconds=time.monotonic() - start)
 
 
@@ -531,13 +577,15 @@ class Sandbox:
         return result
 
     def worker(self):
-        from assistant.sandbox_worker import Worker
+        from assistant.sandbox_worker import Worker, WorkerBusy
 
         with self._lock:
             # The worker's view was fixed when it started: start another when what must be read-only changed
             # (a `git init` since, say).
             key = tuple(self.protected_paths())
             if self._worker is not None and (not self._worker.alive() or self._worker.key != key):
+                if self._worker.alive() and self._worker.lock.locked():
+                    raise WorkerBusy()  # another run is in it: that one finishes, this one goes cold
                 self._worker.close()
                 self._worker = None
             if self._worker is None:

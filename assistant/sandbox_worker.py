@@ -5,9 +5,10 @@ started once, inside the same bubblewrap sandbox a cold run gets, and waits on a
 ready: a child that has already entered a new user namespace (so the process limit counts that run's processes
 only) and a new mount namespace (a fresh /tmp and /dev/shm), and whose child waits for a command. For each run
 the parent sends the argv, folder, environment, limits and timeout, with the run's stdin/stdout/stderr pipes as
-file descriptors; the waiting process sets the limits and becomes the command. When the command ends, is killed
-at the timeout, or the parent asks (Ctrl-C), the worker kills every other process in its sandbox (its pid
-namespace: whatever the run left behind, `setsid` or not) and reaps them, then prepares the next runner. So each
+file descriptors; the waiting process sets the limits and becomes the command. When the command ends or is
+killed at the timeout, the worker kills every other process in its sandbox (its pid namespace: whatever the run
+left behind, `setsid` or not) and reaps them, then prepares the next runner. On Ctrl-C, or when the worker does
+not answer in time, the parent ends the worker itself, and its whole sandbox with it. So each
 run gets the isolation and limits of a cold run, a fresh process, and leaves nothing behind; the namespaces'
 set-up and tear-down happen between runs. (A pid namespace per run would do the killing too, but tearing one
 down costs about 4 ms per run here: docs/benchmarks.md.)
@@ -15,9 +16,9 @@ down costs about 4 ms per run here: docs/benchmarks.md.)
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import selectors
 import signal
 import socket
 import subprocess
@@ -25,8 +26,9 @@ import sys
 import threading
 import time
 
-from assistant.sandbox import HeadTail, Limits, Result, clamp_limits
+from assistant.sandbox import Limits, Relay, Result, clamp_limits
 
+WORKER_GRACE = 2.0  # seconds past a run's timeout before a silent worker is ended
 BOOTSTRAP = "import os, sys; exec(os.read(int(sys.argv[1]), 1 << 20))  # the assistant's sandbox worker"
 
 # Runs inside the sandbox with -I -S: stdlib only, no site-packages.
@@ -149,9 +151,6 @@ while True:
         break
     if not msg:
         break
-    if msg == b"kill":  # a Ctrl-C that came after its run had ended: nothing to kill, but answer
-        sock.send(b'{"stray": true}')
-        continue
     pid, ctl, status_r = ready
     try:
         socket.send_fds(ctl, [msg], fds)
@@ -164,16 +163,16 @@ while True:
         os.close(fd)
     ctl.close()
     req = json.loads(msg)
-    timed_out = killed = False
+    timed_out = False
     ready_fds = select.select([status_r, sock], [], [], req["timeout"])[0]
     if status_r not in ready_fds:
-        timed_out, killed = not ready_fds, bool(ready_fds)
-        if killed:
-            sock.recv(64)  # the parent's "kill"
+        timed_out = not ready_fds
+        if ready_fds:  # the socket: the parent has gone
+            end_run(); reap_all(); break
     end_run()
     text = os.read(status_r, 200).decode()
     os.close(status_r)
-    reply = {"timed_out": timed_out, "killed": killed}
+    reply = {"timed_out": timed_out}
     if text.startswith("error"):
         reply["error"] = text
     elif text:
@@ -233,97 +232,68 @@ class Worker:
 
     def run(self, argv: list[str], *, cwd: str, timeout: float, stdin: bytes | None, limits: Limits,
             env: dict[str, str], max_output: int) -> Result:
-        """Run argv through the worker; WorkerBusy if another run holds it, OSError if the worker died."""
+        """Run argv through the worker. WorkerBusy (run it cold) if another run holds the worker or the request
+        does not fit in one message; OSError (the command did not start) if the worker is gone."""
         if not self.lock.acquire(blocking=False):
             raise WorkerBusy()
         start = time.monotonic()
         try:
-            pipes = [os.pipe(), os.pipe(), os.pipe()]  # stdin, stdout, stderr
-            theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
+            (in_r, in_w), (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe(), os.pipe()
             # Each run has its own user namespace, where RLIMIT_NPROC counts only that run's processes.
             request = {"argv": argv, "cwd": cwd, "env": env, "timeout": timeout, "limits": clamp_limits(limits)}
             try:
-                socket.send_fds(self.sock, [json.dumps(request).encode()], theirs)
-            finally:
-                for fd in theirs:
-                    os.close(fd)
-            out, err = HeadTail(max_output), HeadTail(max_output // 2)
-            ours = {pipes[1][0], pipes[2][0], pipes[0][1]}  # closed once, here or by _collect (stdin at its end)
-            try:
-                reply = self._collect(pipes[1][0], pipes[2][0], pipes[0][1], stdin or b"", out, err,
-                                      time.monotonic() + timeout + 30, ours)
+                socket.send_fds(self.sock, [json.dumps(request).encode()], [in_r, out_w, err_w])
             except OSError as exc:
-                # The worker died during the run: the command may have run in part, so it is not run again.
-                self.close()
-                err.feed(f"\n[the sandbox worker stopped during this run ({exc}); it is restarted next time]\n"
-                         .encode())
-                reply = {"timed_out": False, "code": -9}
-            except BaseException:  # Ctrl-C: ask the worker to kill the run and wait for that, then go on raising
-                try:
-                    self.sock.send(b"kill")
-                    self._collect(pipes[1][0], pipes[2][0], -1, b"", out, err, time.monotonic() + 30, ours)
-                except OSError:
-                    self.close()  # a worker that does not answer is ended, and every run with it
+                for fd in (in_w, out_r, err_r):
+                    os.close(fd)
+                if exc.errno == errno.EMSGSIZE:
+                    raise WorkerBusy() from None  # an argv or environment that large goes cold
                 raise
             finally:
-                for fd in ours:
+                for fd in (in_r, out_w, err_w):
                     os.close(fd)
+            relay = Relay(out_r, err_r, in_w, stdin or b"", max_output)
+            try:
+                # The worker kills the run at its timeout and answers; past that and a grace, it is stuck (the
+                # command stopped it, say) and is ended, with everything the run started.
+                reply = self._reply() if relay.pump(self.sock.fileno(), start + timeout + WORKER_GRACE) else None
+            except OSError as exc:  # it died during the run: the command may have run in part; never run it again
+                self.kill()
+                relay.err.feed(f"\n[the sandbox worker stopped during this run ({exc}); it is restarted next time]\n"
+                               .encode())
+                reply = {"timed_out": False, "code": -9}
+            except BaseException:  # Ctrl-C: end the worker, and with it every process of the run
+                self.kill()
+                raise
+            finally:
+                try:
+                    relay.drain()
+                finally:
+                    relay.close()
         finally:
             self.lock.release()
+        if reply is None:
+            self.kill()
+            reply = {"timed_out": True}
         if "error" in reply:
             raise OSError(f"the sandbox worker could not run the command: {reply['error']}")
-        code = None if reply["timed_out"] else reply["code"]
-        return Result(code, out.text(), err.text(), truncated=bool(out.cut or err.cut),
-                      timed_out=reply["timed_out"], layer="bwrap", seconds=time.monotonic() - start, warm=True)
+        return Result(None if reply["timed_out"] else reply["code"], relay.out.text(), relay.err.text(),
+                      truncated=relay.truncated, timed_out=reply["timed_out"], layer="bwrap",
+                      seconds=time.monotonic() - start, warm=True)
 
-    def _collect(self, out_fd: int, err_fd: int, in_fd: int, data: bytes, out: HeadTail, err: HeadTail,
-                 deadline: float, ours: set[int]) -> dict:
-        """One thread: feed stdin, drain stdout and stderr, until the worker's reply and both ends of output."""
-        sel = selectors.DefaultSelector()
-        sel.register(self.sock, selectors.EVENT_READ, "reply")
-        sel.register(out_fd, selectors.EVENT_READ, out)
-        sel.register(err_fd, selectors.EVENT_READ, err)
-        if in_fd >= 0:
-            if data:
-                os.set_blocking(in_fd, False)
-                sel.register(in_fd, selectors.EVENT_WRITE, "stdin")
-            else:
-                os.close(in_fd)
-                ours.discard(in_fd)
-        reply, view, open_streams = None, memoryview(data), 2
+    def _reply(self) -> dict:
+        data = self.sock.recv(4096)
+        if not data:
+            raise OSError("the sandbox worker stopped")
+        return json.loads(data)
+
+    def kill(self) -> None:
+        """End the worker now: its sandbox's pid namespace, and so every process in it, ends with it."""
         try:
-            while reply is None or open_streams:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise OSError("the sandbox worker did not answer")
-                for key, _ in sel.select(left):
-                    if key.data == "reply":
-                        raw = self.sock.recv(4096)
-                        if not raw:
-                            raise OSError("the sandbox worker stopped")
-                        reply = json.loads(raw)
-                        sel.unregister(self.sock)
-                    elif key.data == "stdin":
-                        try:
-                            view = view[os.write(in_fd, view[:65536]):]
-                        except BlockingIOError:
-                            continue
-                        except BrokenPipeError:  # the command does not read its input: fine
-                            view = view[:0]
-                        if not view:
-                            sel.unregister(in_fd)
-                            os.close(in_fd)
-                            ours.discard(in_fd)
-                    else:
-                        chunk = os.read(key.fd, 65536)
-                        if chunk:
-                            key.data.feed(chunk)
-                        else:
-                            sel.unregister(key.fd)
-                            open_streams -= 1
-        finally:
-            sel.close()
-        return reply
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.close()
 
     def close(self) -> None:
         self.sock.close()

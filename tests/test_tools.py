@@ -273,3 +273,25 @@ def test_a_run_whose_worker_dies_is_not_run_again(workspace):
         assert (again.stdout, again.warm) == ("ran\n", True) and box._worker is not worker  # a new worker
     finally:
         box.close()
+
+
+INFLIGHT = """
+import socket
+a, b = socket.socketpair()
+socket.send_fds(b, [b"x"], [1, 2, b.fileno()])  # stdout and stderr ride in a queue of a socket pair
+socket.send_fds(a, [b"x"], [a.fileno()])  # that only the pair itself references
+print("done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_output_pipes_kept_alive_in_a_socket_queue_do_not_hold_the_run(workspace, warm):
+    box = sandbox.Sandbox(workspace, "bwrap")
+    try:
+        start = time.monotonic()
+        result = box.run(["python3", "-c", INFLIGHT], timeout=5, warm=warm)
+        assert time.monotonic() - start < 5  # the command ended at once; its pipes never close
+        assert (result.returncode, result.stdout, result.warm) == (0, "done\n", warm)
+        assert box.run(["echo", "next"], timeout=5, warm=warm).stdout == "next\n"
+    finally:
+        box.close()

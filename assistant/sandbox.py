@@ -22,7 +22,6 @@ import os
 import re
 import resource
 import selectors
-import shutil
 import signal
 import subprocess
 import sys
@@ -610,12 +609,18 @@ class Sandbox:
             self._mounts = None
 
 
-TOOL_DIRS = ("/usr/bin", "/bin")  # looked in when PATH (which may be minimal) does not have a helper program
+# Where the helper programs (bwrap, nsenter, setpriv, prlimit, unshare) are looked for: system folders only, never
+# PATH. PATH may name folders a sandboxed command can write (a virtualenv in the workspace, ~/.local/bin in the
+# unshare layer), and the next run would then start a planted `nsenter` outside the sandbox, as root if we are.
+# ASSISTANT_SANDBOX_PATH (colon-separated) replaces the list, for systems that keep them elsewhere (Nix).
+TOOL_DIRS = ("/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin", "/usr/local/sbin")
 
 
 def find_tool(name: str) -> str | None:
-    """The path of a helper program (bwrap, setpriv, ...): on PATH, else in TOOL_DIRS."""
-    return shutil.which(name) or next((f"{d}/{name}" for d in TOOL_DIRS if os.access(f"{d}/{name}", os.X_OK)), None)
+    """The path of a helper program in the trusted folders, or None."""
+    dirs = os.environ.get("ASSISTANT_SANDBOX_PATH", "").split(os.pathsep) if os.environ.get(
+        "ASSISTANT_SANDBOX_PATH") else TOOL_DIRS
+    return next((f"{d}/{name}" for d in dirs if d and os.access(f"{d}/{name}", os.X_OK)), None)
 
 
 def _tool(name: str) -> str:

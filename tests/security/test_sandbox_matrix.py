@@ -637,7 +637,7 @@ def test_a_bubblewrap_that_cannot_start_refuses_with_its_reason(world, monkeypat
     fake.parent.chmod(0o755)
     fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
     fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(sandbox, "TOOL_DIRS", (str(fake.parent),) + sandbox.TOOL_DIRS)
     box = Sandbox(world.ws, "bwrap")
     try:
         with pytest.raises(SandboxError) as info:
@@ -677,3 +677,23 @@ def test_run_command_refuses_and_runs_nothing_when_no_layer_is_available(make_se
     assert "apt-get install bubblewrap" in obs.text and "--sandbox weak" in obs.text
     assert not (workspace / "ran.txt").exists()
     assert s.undo.stack == []
+
+
+def test_helper_programs_never_come_from_path(workspace, monkeypatch, tmp_path):
+    """A folder on PATH that a command can write (a virtualenv in the workspace) must not supply the nsenter,
+    setpriv, prlimit or bwrap that start the next run: they would run outside the sandbox, as root here."""
+    planted = workspace / ".venv" / "bin"
+    planted.mkdir(parents=True)
+    witness = tmp_path / "planted-tool-ran"
+    for name in ("nsenter", "setpriv", "prlimit", "bwrap", "unshare"):
+        (planted / name).write_text(f"#!/bin/sh\ntouch {witness}\nexec /usr/bin/{name} \"$@\"\n")
+        (planted / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{planted}{os.pathsep}{os.environ['PATH']}")
+    for policy in ("bwrap", "unshare"):
+        box = Sandbox(workspace, policy)
+        try:
+            assert box.run(["true"], timeout=10).returncode == 0
+        finally:
+            box.close()
+    assert not witness.exists()
+    assert sandbox.find_tool("bwrap") == "/usr/bin/bwrap"

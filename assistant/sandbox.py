@@ -368,6 +368,7 @@ class Sandbox:
     _worker: "object | None" = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _warned: bool = False
+    _made_git: bool = False
 
     def __post_init__(self):
         self.workspace = Path(os.path.realpath(self.workspace))
@@ -431,12 +432,12 @@ class Sandbox:
         for p in self.readable_paths():
             args += ["--ro-bind-try", str(p), str(p)]
         args += ["--bind", ws, ws]
-        for target in self.protected_paths():
+        for target in self.read_only_paths():
             args += ["--ro-bind", str(target), str(target)]
-        for p in self.visible_secrets():
-            if p.is_dir() and not p.is_symlink():
+        for p in self.hidden_paths():
+            if p.is_dir():
                 args += ["--tmpfs", str(p), "--remount-ro", str(p)]
-            elif p.exists():
+            else:
                 args += ["--ro-bind", "/dev/null", str(p)]
         args += ["--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--chdir", cwd, "--"]
         return args
@@ -448,34 +449,67 @@ class Sandbox:
         # (mount(8) works only as root, so the outer namespace maps us to root and a nested one maps us back.)
         # The shell stays as the pid namespace's first process and runs the command as its child: a first
         # process ignores signals it has no handler for (SIGTERM, SIGXFSZ), and the command must not.
-        covers = [str(p) for p in self.visible_secrets() if not p.is_symlink()]
-        script = ('for p in "$@"; do [ "$p" = -- ] && { shift; break; }; '
-                  'if [ -d "$p" ]; then mount -t tmpfs -o ro,size=4k none "$p" || exit 125; '
-                  'else mount --bind /dev/null "$p" || exit 125; fi; shift; done; "$@"; exit $?')
+        hide = [str(p) for p in self.hidden_paths()]
+        read_only = [str(p) for p in self.read_only_paths()]
+        script = ('while [ "$1" != -- ]; do if [ -d "$1" ]; then mount -t tmpfs -o ro,size=4k none "$1" || exit 125; '
+                  'else mount --bind /dev/null "$1" || exit 125; fi; shift; done; shift; '
+                  'while [ "$1" != -- ]; do { mount --bind "$1" "$1" && mount -o remount,bind,ro "$1"; } || exit 125; '
+                  'shift; done; shift; "$@"; exit $?')
         unshare = _tool("unshare")
         return [unshare, "--map-root-user", "--net", "--pid", "--ipc", "--uts", "--mount", "--fork",
-                "--kill-child", "--mount-proc", "--", "/bin/sh", "-c", script, "sh", *covers, "--",
+                "--kill-child", "--mount-proc", "--", "/bin/sh", "-c", script, "sh", *hide, "--", *read_only, "--",
                 unshare, f"--map-user={self.run_uid}", f"--map-group={self.run_gid}", "--"]
 
     def protected_paths(self) -> list[Path]:
         """Inside the writable workspace, read-only: `.git` (hooks, config, `commondir` and the like would run
         commands the next time *you* use git; as a mount point it cannot be renamed or replaced either) and our
-        own `.assistant`. Commands can read the repository (status, diff, log) but not commit."""
-        targets = [self.workspace / ".git", self.workspace / ".assistant"]
+        own `.assistant`. Commands can read the repository (status, diff, log) but not commit. A workspace that
+        is not a repository gets an empty `.git` folder for as long as the sandbox runs (git ignores an empty
+        one), so that a command cannot make a repository with a hook or an fsmonitor command in it."""
+        git = self.workspace / ".git"
+        if not os.path.lexists(git):
+            try:
+                git.mkdir()
+                self._made_git = True
+                st = os.stat(self.workspace)
+                if self.as_root:
+                    os.chown(git, st.st_uid, st.st_gid)
+            except OSError:
+                pass
+        targets = [git, self.workspace / ".assistant"]
         return [t for t in targets if t.exists() and not t.is_symlink()]
 
-    def visible_secrets(self) -> list[Path]:
-        """Secret paths the sandbox's uid could reach (the others are already out of its sight)."""
+    def read_only_paths(self) -> list[Path]:
+        """Bound read-only over the writable workspace: the protected paths, and the assistant's own Python
+        environment when it lives in the workspace (a planted .pth file would run in the assistant itself)."""
+        inside = [p for p in self.readable_paths() if p != self.workspace and self.workspace in p.parents]
+        return self.protected_paths() + inside
+
+    def hidden_paths(self) -> list[Path]:
+        """The secret paths to cover: those the sandbox's uid could otherwise reach, symlinks resolved (covering
+        a link would leave its target readable under its own name)."""
         from assistant.sandbox_root import first_blocked
 
         inside = [self.workspace] + self.readable_paths()
-        out = []
+        out: list[Path] = []
         for p in secret_paths():
-            if not os.path.lexists(p):
+            if not os.path.exists(p):
+                continue
+            p = Path(os.path.realpath(p))
+            if p in out or p == Path("/"):
                 continue
             if any(p == d or d in p.parents for d in inside) or not first_blocked(p, self.run_uid, self.run_gid):
                 out.append(p)
         return out
+
+    def _remove_made_git(self) -> None:
+        git = self.workspace / ".git"
+        if self._made_git:
+            try:
+                git.rmdir()  # only if still empty
+                self._made_git = False
+            except OSError:
+                pass
 
     def command_for(self, layer: str, argv: list[str], cwd: str, limits: Limits, network: bool):
         """The full argv (and fds to pass) that runs argv in the given layer."""
@@ -604,6 +638,7 @@ class Sandbox:
 
     def close(self) -> None:
         self._close_worker()
+        self._remove_made_git()
         if self._mounts is not None:
             self._mounts.close()
             self._mounts = None

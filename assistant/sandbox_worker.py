@@ -219,8 +219,9 @@ class Worker:
         except OSError:
             ready = b""
         if ready != b"ready":
-            worker.close()
-            why = proc.stderr.read().decode("utf-8", "replace").strip().splitlines() if proc.stderr else []
+            worker.kill()  # its stderr is complete once it is gone
+            why = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
+            proc.stderr.close()
             raise OSError(f"the sandbox worker did not start: {why[-1] if why else 'no message'}")
         proc.stderr.close()  # the worker writes nothing more there
         proc.stderr = None
@@ -287,14 +288,6 @@ class Worker:
             raise OSError("the sandbox worker stopped")
         return json.loads(data)
 
-    def kill(self) -> None:
-        """End the worker now: its sandbox's pid namespace, and so every process in it, ends with it."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.close()
-
     def close(self) -> None:
         self.sock.close()
         if self.proc.poll() is None:
@@ -303,5 +296,11 @@ class Worker:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        if self.proc.stderr:
-            self.proc.stderr.close()
+
+    def kill(self) -> None:
+        """End the worker now: its sandbox's pid namespace, and so every process in it, ends with it."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.close()

@@ -214,6 +214,35 @@ def assert_repository_untouched(ws: Path) -> None:
     assert (ws / ".assistant" / "config.toml").read_text() == WS_CONFIG
 
 
+@pytest.mark.parametrize("mode", PROC_MODES)
+def test_a_symlinked_secret_folder_is_hidden_under_both_names(world, boxes, mode):
+    """~/.aws as a link into a dotfiles folder: covering the link alone would leave the target readable, and a
+    folder link must be covered as a folder (not fail the layer, which once sent `auto` to a weaker one)."""
+    dotfiles = world.home / "dotfiles" / "aws"
+    dotfiles.parent.mkdir()
+    (world.home / ".aws").rename(dotfiles)
+    (world.home / ".aws").symlink_to(dotfiles)
+    assert as_uid_on_host(["cat", str(dotfiles / "credentials")]).stdout.count(world.secret) == 1
+    box = boxes(world.ws, mode)
+    result = box.sh(f"cat {world.home}/.aws/credentials {dotfiles}/credentials")
+    assert world.secret not in result.stdout and result.stderr.count("No such file or directory") == 2
+    assert Sandbox(world.ws, "auto").layer == "bwrap"  # and `auto` still gets bubblewrap
+
+
+@pytest.mark.parametrize("mode", PROC_MODES)
+def test_the_assistants_python_environment_in_the_workspace_is_read_only(workspace, boxes, mode, monkeypatch):
+    """A virtualenv inside the workspace that the assistant itself runs from: a .pth file planted there would run
+    in the assistant (as root here) at its next start."""
+    venv = workspace / ".venv" / "lib"
+    venv.mkdir(parents=True)
+    real = Sandbox.readable_paths
+    monkeypatch.setattr(Sandbox, "readable_paths", lambda self: real(self) + [workspace / ".venv"])
+    box = boxes(workspace, mode)
+    result = box.sh("echo 'import os' > .venv/lib/evil.pth; echo ok > other.txt")
+    assert result.stderr == "bash: line 1: .venv/lib/evil.pth: Read-only file system\n"
+    assert not (venv / "evil.pth").exists() and (workspace / "other.txt").read_text() == "ok\n"
+
+
 @pytest.mark.parametrize("mode", FS_MODES)
 def test_git_hooks_git_config_and_the_workspace_config_are_read_only(workspace, boxes, mode):
     make_repository(workspace)
@@ -246,18 +275,21 @@ def test_the_git_folder_cannot_be_swapped_for_one_with_hooks(workspace, boxes, m
 
 
 @pytest.mark.parametrize("mode", FS_MODES)
-def test_a_repository_a_command_creates_is_read_only_from_the_next_run_on(workspace, boxes, mode):
-    """A workspace that is not (yet) a repository: `git init` works in the sandbox (a mount point for a read-only
-    .git would leave an empty .git folder in every workspace), and from the next run on that .git is read-only
-    like any other. (Documented in docs/sandbox.md: within the run that creates it, it is writable.)"""
+def test_a_command_cannot_make_a_repository_with_hooks(workspace, boxes, mode):
+    """A workspace that is not a repository: a command must not create one with a hook or a core.fsmonitor
+    command for the user's next git command to run. The sandbox guards an empty, read-only .git (git ignores an
+    empty one) and removes it when it closes."""
     box = boxes(workspace, mode)
-    assert box.sh("git init -q . && echo made").stdout == "made\n"
-    result = box.sh("echo 'touch /tmp/pwned' > .git/hooks/pre-commit; echo x >> .git/config; mv .git .git-old")
-    assert result.stderr.splitlines() == [
-        "bash: line 1: .git/hooks/pre-commit: Read-only file system",
+    result = box.sh("git init -q . ; mkdir -p .git/hooks; echo 'touch /tmp/pwned' > .git/hooks/pre-commit; "
+                    "printf '[core]\\n\\tfsmonitor = touch /tmp/pwned\\n' > .git/config; mv .git .git-old")
+    assert "Read-only file system" in result.stderr
+    assert result.stderr.splitlines()[-3:] == [
+        "bash: line 1: .git/hooks/pre-commit: No such file or directory",
         "bash: line 1: .git/config: Read-only file system",
         "mv: cannot move '.git' to '.git-old': Device or resource busy"]
-    assert not (workspace / ".git" / "hooks" / "pre-commit").exists() and not (workspace / ".git-old").exists()
+    assert os.listdir(workspace / ".git") == [] and not (workspace / ".git-old").exists()
+    box.sandbox.close()
+    assert not (workspace / ".git").exists()  # the guard leaves nothing behind
 
 
 def test_hooks_of_a_repository_made_after_the_warm_worker_started_are_read_only(workspace, boxes):
@@ -581,14 +613,14 @@ INJECTION = ["printf", "%s\\n", "$(touch pwned1)", "`touch pwned2`", "; touch pw
 def test_argv_is_never_shell_interpreted(box):
     result = box.run(INJECTION)
     assert (result.returncode, result.stdout) == (0, "".join(a + "\n" for a in INJECTION[2:]))
-    assert sorted(os.listdir(box.workspace)) == ["hello.py"]
+    assert sorted(os.listdir(box.workspace)) == [".git", "hello.py"]  # .git: the empty one the sandbox guards
 
 
 def test_run_command_with_a_list_is_never_shell_interpreted(workspace, boxes):
     box = boxes(workspace, "bwrap-warm")
     out = shell.run_command(INJECTION, context=tool_context(workspace, box.sandbox))
     assert out == "exit status 0\nstdout:\n" + "\n".join(INJECTION[2:])
-    assert sorted(os.listdir(workspace)) == ["hello.py"]
+    assert sorted(os.listdir(workspace)) == [".git", "hello.py"]  # .git: the empty one the sandbox guards
 
 
 def test_run_python_code_is_never_an_interpreter_option(workspace, boxes):

@@ -307,14 +307,13 @@ def _rlimit_preexec(pairs: list[tuple[int, int]]):
 
 
 def spawn_and_collect(argv: list[str], *, cwd: str, env: dict[str, str], timeout: float, stdin: bytes | None,
-                      max_output: int, layer: str, pass_fds=(), preexec=None) -> Result:
+                      max_output: int, layer: str, preexec=None) -> Result:
     """Start argv as the leader of a new session, collect bounded output, kill the whole group at the end."""
     start = time.monotonic()
     in_r, in_w = os.pipe() if stdin is not None else (-1, -1)
     (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True, pass_fds=pass_fds,
-                                preexec_fn=preexec, stdout=out_w, stderr=err_w,
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True, preexec_fn=preexec, stdout=out_w, stderr=err_w,
                                 stdin=in_r if in_r >= 0 else subprocess.DEVNULL)
     except OSError as exc:
         for fd in (in_r, in_w, out_r, err_r):
@@ -368,6 +367,7 @@ class Sandbox:
     _worker: "object | None" = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _warned: bool = False
+    _mounts_lock: threading.Lock = field(default_factory=threading.Lock)
     _made_git: bool = False
 
     def __post_init__(self):
@@ -400,27 +400,25 @@ class Sandbox:
 
     def _root_mounts(self):
         """As root, the mount namespace in which the dedicated uid can reach and write the workspace."""
-        if self._mounts is None:
-            from assistant.sandbox_root import RootMounts
+        with self._mounts_lock:
+            if self._mounts is None:
+                from assistant.sandbox_root import RootMounts
 
-            self._mounts = RootMounts.create(self.workspace, self.sandbox_uid, self.sandbox_uid,
-                                             [p for p in self.readable_paths() if p.exists()])
-        return self._mounts
+                self._mounts = RootMounts.create(self.workspace, self.sandbox_uid, self.sandbox_uid,
+                                                 [p for p in self.readable_paths() if p.exists()])
+            return self._mounts
 
-    def _prefix(self, limits: Limits, cwd: str) -> tuple[list[str], tuple[int, ...]]:
+    def _prefix(self, limits: Limits, cwd: str) -> list[str]:
         """nsenter + setpriv (as root) and prlimit: the unprivileged uid with the limits, before the layer."""
         argv: list[str] = []
-        fds: tuple[int, ...] = ()
         if self.as_root:
-            mounts = self._root_mounts()
-            fds = (mounts.fd,)
-            argv += [_tool("nsenter"), f"--mount=/proc/self/fd/{mounts.fd}", f"--wdns={cwd}", "--",
+            argv += [_tool("nsenter"), f"--mount={self._root_mounts().ns_path}", f"--wdns={cwd}", "--",
                      _tool("setpriv"), f"--reuid={self.run_uid}", f"--regid={self.run_gid}", "--clear-groups",
                      "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
         pairs = clamp_limits(limits, processes_of(self.run_uid))
         if pairs:
             argv += [_tool("prlimit")] + [f"{PRLIMIT_FLAGS[w]}={v}" for w, v in pairs] + ["--"]
-        return argv, fds
+        return argv
 
     def _bwrap_args(self, cwd: str, network: bool) -> list[str]:
         ws = str(self.workspace)
@@ -512,15 +510,15 @@ class Sandbox:
                 pass
 
     def command_for(self, layer: str, argv: list[str], cwd: str, limits: Limits, network: bool):
-        """The full argv (and fds to pass) that runs argv in the given layer."""
+        """The full argv that runs argv in the given layer."""
         if layer == "rlimits":
-            return argv, ()
-        prefix, fds = self._prefix(limits, cwd)
+            return argv
+        prefix = self._prefix(limits, cwd)
         if layer == "bwrap":
-            return prefix + self._bwrap_args(cwd, network) + argv, fds
+            return prefix + self._bwrap_args(cwd, network) + argv
         if network:
             raise SandboxError("the unshare layer has no network; use bwrap")
-        return prefix + self._unshare_args() + argv, fds
+        return prefix + self._unshare_args() + argv
 
     # -- choosing a layer
 
@@ -534,11 +532,11 @@ class Sandbox:
         try:
             for name in needs:
                 _tool(name)
-            argv, fds = self.command_for(layer, ["true"], str(self.workspace), Limits(), False)
+            argv = self.command_for(layer, ["true"], str(self.workspace), Limits(), False)
         except (OSError, AssistantError) as exc:
             return Probe(layer, False, str(exc))
         result = spawn_and_collect(argv, cwd=str(self.workspace), env=scrubbed_env(), timeout=20, stdin=None,
-                                   max_output=4096, layer=layer, pass_fds=fds)
+                                   max_output=4096, layer=layer)
         if result.ok:
             return Probe(layer, True)
         detail = (result.stderr or result.stdout).strip().splitlines()
@@ -572,8 +570,14 @@ class Sandbox:
         warm=True reuses this workspace's sandboxed worker (same isolation and limits, a fresh process per run),
         which saves the sandbox's start-up on every run; it applies to the bwrap layer without network."""
         limits = limits or Limits()
-        if not argv or any("\x00" in a for a in argv):
-            raise SandboxError("the command is empty or an argument holds a NUL byte")
+        if not argv:
+            raise SandboxError("the command is empty")
+        for text in [*argv, *(env or {}), *(env or {}).values()]:
+            try:
+                if b"\x00" in os.fsencode(text):
+                    raise SandboxError(f"an argument or variable holds a NUL byte: {text[:40]!r}")
+            except UnicodeEncodeError:
+                raise SandboxError(f"an argument or variable is not valid text: {text[:40]!r}") from None
         cwd = os.path.realpath(cwd or self.workspace)
         layer = self.layer
         if layer != "rlimits" and cwd != str(self.workspace) and not cwd.startswith(str(self.workspace) + os.sep):
@@ -599,9 +603,9 @@ class Sandbox:
                                      preexec=_rlimit_preexec(clamp_limits(limits)))
         if layer == "unshare":
             full_env.update(HOME="/tmp", TMPDIR="/tmp")
-        command, fds = self.command_for(layer, argv, cwd, limits, network)
+        command = self.command_for(layer, argv, cwd, limits, network)
         result = spawn_and_collect(command, cwd=cwd, env=full_env, timeout=timeout, stdin=stdin,
-                                   max_output=max_output, layer=layer, pass_fds=fds)
+                                   max_output=max_output, layer=layer)
         if result.returncode is not None and 128 < result.returncode <= 128 + 64:
             # bubblewrap's init and the unshare layer's shell report a command killed by signal N as exit status
             # 128+N (as shells do); a command that itself exits with 129-192 reads the same here. (The warm path
@@ -622,10 +626,10 @@ class Sandbox:
                 self._worker.close()
                 self._worker = None
             if self._worker is None:
-                prefix, fds = self._prefix(Limits(memory_bytes=None, file_size_bytes=None, processes=None),
+                prefix = self._prefix(Limits(memory_bytes=None, file_size_bytes=None, processes=None),
                                            str(self.workspace))
                 keep = [str(self.workspace)] + [str(p) for p in self.readable_paths()]
-                self._worker = Worker.start(prefix + self._bwrap_args(str(self.workspace), False), fds,
+                self._worker = Worker.start(prefix + self._bwrap_args(str(self.workspace), False),
                                             workspace=str(self.workspace), keep=keep, env=scrubbed_env())
                 self._worker.key = key
             return self._worker

@@ -7,7 +7,7 @@ on disk: a helper, run once per workspace, makes a private mount namespace in wh
 workspace's owner on disk), and in which folders the sandbox uid could not traverse on the way there (such as
 /root, mode 0700) are replaced by empty tmpfs folders holding only the paths it needs. Nothing changes on disk
 and nothing is visible to other processes. Each command enters the namespace with `nsenter` before dropping to
-the sandbox uid.
+the sandbox uid; the helper waits meanwhile, holding the namespace.
 """
 
 from __future__ import annotations
@@ -96,10 +96,15 @@ def first_blocked(path: Path, uid: int, gid: int) -> Path | None:
 
 @dataclass
 class RootMounts:
-    """The helper's mount namespace, held open by a file descriptor (passed to nsenter as /proc/self/fd/N)."""
+    """The helper's mount namespace, entered through the helper (kept waiting): `nsenter --mount=<ns_path>`.
+    A path rather than an inherited descriptor, so that no command inherits a handle on the namespace."""
 
-    fd: int
+    proc: subprocess.Popen
     covers: list[Path]
+
+    @property
+    def ns_path(self) -> str:
+        return f"/proc/{self.proc.pid}/ns/mnt"  # our unreaped child: its pid cannot be reused meanwhile
 
     @classmethod
     def create(cls, workspace: Path, uid: int, gid: int, readable: list[Path]) -> "RootMounts":
@@ -118,21 +123,18 @@ class RootMounts:
         proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", HELPER, json.dumps(args)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         line = proc.stdout.readline()
+        proc.stdout.close()
         if line != b"ready\n":
             proc.kill()
             err = proc.stderr.read().decode("utf-8", "replace").strip()
+            proc.stderr.close()
+            proc.stdin.close()
             proc.wait()
             raise AssistantError(f"cannot prepare the sandbox's view of {workspace}: {err or 'helper failed'}")
-        try:
-            fd = os.open(f"/proc/{proc.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-        finally:
-            proc.stdin.close()  # the namespace lives on through fd; the helper may go
-            proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
-        return cls(fd, covers)
+        proc.stderr.close()
+        return cls(proc, covers)
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        if self.proc.poll() is None:
+            self.proc.stdin.close()  # the helper's signal to go; the namespace goes with it
+            self.proc.wait()

@@ -16,6 +16,7 @@ down costs about 4 ms per run here: docs/benchmarks.md.)
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import json
 import os
@@ -185,6 +186,12 @@ while True:
 """
 
 
+# bubblewrap's --die-with-parent (a parent-death signal) fires when the *thread* that started it ends, and a
+# worker must outlive the thread of the run that happened to start it (a dashboard's worker thread, say): workers
+# are started from this one thread, which lives as long as the process.
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-spawner")
+
+
 class WorkerBusy(Exception):
     """The worker is running another command; the caller runs this one cold."""
 
@@ -199,16 +206,17 @@ class Worker:
         self.key: tuple = ()  # the protected paths its view was made with
 
     @classmethod
-    def start(cls, prefix: list[str], fds: tuple[int, ...], *, workspace: str, keep: list[str],
+    def start(cls, prefix: list[str], *, workspace: str, keep: list[str],
               env: dict[str, str]) -> "Worker":
         """Start the worker in the sandbox that `prefix` makes; `keep` lists the paths each run's fresh /tmp must
         still show (the workspace and the read-only ones)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             # The code comes over the socket (not in argv: `ps` inside the sandbox stays readable).
-            proc = subprocess.Popen(prefix + [sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(theirs.fileno()),
-                                              json.dumps(keep)], cwd=workspace, env=env, pass_fds=(*fds, theirs.fileno()), start_new_session=True,
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            argv = prefix + [sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(theirs.fileno()), json.dumps(keep)]
+            proc = _SPAWNER.submit(subprocess.Popen, argv, cwd=workspace, env=env, pass_fds=(theirs.fileno(),),
+                                   start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE).result()
         finally:
             theirs.close()
         worker = cls(proc, ours)

@@ -295,3 +295,31 @@ def test_output_pipes_kept_alive_in_a_socket_queue_do_not_hold_the_run(workspace
         assert box.run(["echo", "next"], timeout=5, warm=warm).stdout == "next\n"
     finally:
         box.close()
+
+
+def test_a_warm_worker_outlives_the_thread_that_started_it(workspace):
+    import threading
+
+    box = sandbox.Sandbox(workspace, "bwrap")
+    try:
+        started = []
+        t = threading.Thread(target=lambda: started.append(box.run(["true"], timeout=10, warm=True)))
+        t.start()
+        t.join()
+        assert started[0].warm
+        time.sleep(0.2)
+        assert box._worker.alive()  # bubblewrap's parent-death signal follows the thread that started it
+        assert box.run(["echo", "same"], timeout=10, warm=True).stdout == "same\n"
+    finally:
+        box.close()
+
+
+@pytest.mark.parametrize("bad", [["echo", "a\x00b"], ["echo", "\ud800"]])
+def test_arguments_that_are_not_text_are_refused(workspace, bad):
+    box = sandbox.Sandbox(workspace, "bwrap")
+    try:
+        for warm in (False, True):
+            with pytest.raises(sandbox.SandboxError, match="NUL byte|not valid text"):
+                box.run(bad, timeout=10, warm=warm)
+    finally:
+        box.close()

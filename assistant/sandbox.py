@@ -46,6 +46,7 @@ POLICIES = {
     "weak": ("bwrap", "unshare", "rlimits"),
     "rlimits": ("rlimits",),
 }
+TMPFS_SIZES = {"/tmp": 1024**3, "/dev/shm": 256 * 1024**2, "/run": 16 * 1024**2}  # private to each run
 DEFAULT_SANDBOX_UID = 65533  # used only when the assistant runs as root; see docs/sandbox.md
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: sudo apt-get install bubblewrap; Fedora: sudo dnf install "
                 "bubblewrap), or pass --sandbox weak to accept resource limits without isolation")
@@ -145,9 +146,13 @@ def escape_output(data: bytes) -> str:
     return escape_control(data.decode("utf-8", errors="replace"))
 
 
+URL_CREDENTIALS = re.compile(r"://[^/\s:@]+:[^/\s@]+@")  # postgres://user:password@host
+
+
 def scrubbed_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The parent's environment without anything that looks like a key, token or password."""
-    env = {k: v for k, v in os.environ.items() if not SECRET_ENV.search(k)}
+    """The parent's environment without anything that looks like a key, token or password: by its name, or by a
+    value that carries a password in a URL (DATABASE_URL=postgres://app:secret@db)."""
+    env = {k: v for k, v in os.environ.items() if not SECRET_ENV.search(k) and not URL_CREDENTIALS.search(v)}
     env.update(extra or {})
     return env
 
@@ -162,9 +167,22 @@ def secret_paths() -> list[Path]:
                                 ".cache/huggingface", ".huggingface", ".config/assistant",
                                 ".local/share/assistant")]
     paths.append(home())
-    for var in ("ASSISTANT_CONFIG", "ASSISTANT_MODELS_DIR"):
-        if os.environ.get(var):
-            paths.append(Path(os.environ[var]))
+    env = os.environ
+    config_home = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else user / ".config"
+    paths += [config_home / p for p in ("gh", "gcloud", "assistant", "git/credentials", "hub")]
+    paths += [user / p for p in (".cargo/credentials", ".cargo/credentials.toml", ".terraformrc",
+                                 ".terraform.d/credentials.tfrc.json", ".config/pip", ".pip")]
+    if env.get("HF_HOME"):
+        paths.append(Path(env["HF_HOME"]) / "token")
+    if env.get("CARGO_HOME"):
+        paths += [Path(env["CARGO_HOME"]) / "credentials", Path(env["CARGO_HOME"]) / "credentials.toml"]
+    # Variables that name a credentials file or folder.
+    for var in ("ASSISTANT_CONFIG", "ASSISTANT_MODELS_DIR", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
+                "DOCKER_CONFIG", "GNUPGHOME", "NETRC", "HF_TOKEN_PATH", "TF_CLI_CONFIG_FILE", "PIP_CONFIG_FILE",
+                "NPM_CONFIG_USERCONFIG", "GOOGLE_APPLICATION_CREDENTIALS", "KUBECONFIG"):
+        for part in env.get(var, "").split(os.pathsep):
+            if part:
+                paths.append(Path(part))
     seen, out = set(), []
     for p in paths:
         p = Path(os.path.abspath(p.expanduser()))
@@ -361,6 +379,7 @@ class Sandbox:
     workspace: Path
     policy: str = "auto"
     sandbox_uid: int = DEFAULT_SANDBOX_UID
+    hidden: tuple[Path, ...] = ()  # more paths to hide, such as an audit log kept in the workspace
     probes: list[Probe] = field(default_factory=list)
     _layer: str | None = None
     _mounts: "object | None" = None  # assistant.sandbox_root.RootMounts when running as root
@@ -422,9 +441,12 @@ class Sandbox:
 
     def _bwrap_args(self, cwd: str, network: bool) -> list[str]:
         ws = str(self.workspace)
-        args = [_tool("bwrap"), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                "--tmpfs", "/tmp", "--tmpfs", "/dev/shm", "--tmpfs", "/run",
-                "--unshare-all", "--cap-drop", "ALL", "--new-session", "--die-with-parent"]
+        # Private, size-bounded tmpfs folders (their memory is not covered by RLIMIT_AS); /dev read-only, so a
+        # command cannot replace /dev/fd or the like for a later command of the warm worker.
+        args = [_tool("bwrap"), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+        for path, size in TMPFS_SIZES.items():
+            args += ["--size", str(size), "--tmpfs", path]
+        args += ["--remount-ro", "/dev", "--unshare-all", "--cap-drop", "ALL", "--new-session", "--die-with-parent"]
         if network:
             args += ["--share-net"]
         for p in self.readable_paths():
@@ -490,7 +512,7 @@ class Sandbox:
 
         inside = [self.workspace] + self.readable_paths()
         out: list[Path] = []
-        for p in secret_paths():
+        for p in secret_paths() + [Path(os.path.abspath(h)) for h in self.hidden]:
             if not os.path.exists(p):
                 continue
             p = Path(os.path.realpath(p))
@@ -498,7 +520,8 @@ class Sandbox:
                 continue
             if any(p == d or d in p.parents for d in inside) or not first_blocked(p, self.run_uid, self.run_gid):
                 out.append(p)
-        return out
+        # A path inside a hidden folder is gone with it (and could not be covered inside the empty cover).
+        return [p for p in out if not any(q in p.parents for q in out)]
 
     def _remove_made_git(self) -> None:
         git = self.workspace / ".git"

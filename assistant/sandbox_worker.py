@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 
-from assistant.sandbox import Limits, Relay, Result, clamp_limits
+from assistant.sandbox import TMPFS_SIZES, Limits, Relay, Result, clamp_limits
 
 WORKER_GRACE = 2.0  # seconds past a run's timeout before a silent worker is ended
 BOOTSTRAP = "import os, sys; exec(os.read(int(sys.argv[1]), 1 << 20))  # the assistant's sandbox worker"
@@ -40,6 +40,7 @@ sock = socket.socket(fileno=int(sys.argv[1]))
 uid, gid = os.getuid(), os.getgid()
 CLONE_NEWNS, CLONE_NEWUSER, PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 0x20000, 0x10000000, 1, 4, 36
 KEEP = sorted(json.loads(sys.argv[2]), key=len)  # the workspace and the read-only paths, parents first
+TMPFS_SIZES = json.loads(sys.argv[3])  # a fresh /tmp, /dev/shm and /run for every run
 
 def find(name, path):
     # Like execvp's search, but with stat calls: a failing execve per PATH entry is far slower.
@@ -86,10 +87,11 @@ def runner(ctl, status_w):
                 fh.write(text)
         libc.prctl(PR_SET_DUMPABLE, 0)
         # The workspace and the Python environment may live under /tmp: keep them, bound again (read-only
-        # stays read-only) into the fresh /tmp and /dev/shm.
-        keep = [(p, os.open(p, os.O_PATH)) for p in KEEP if p.startswith(("/tmp/", "/dev/shm/")) and os.path.exists(p)]
-        for d in ("/tmp", "/dev/shm"):
-            if libc.mount(b"none", d.encode(), b"tmpfs", 0, b"mode=1777") != 0:
+        # stays read-only) into the fresh folders.
+        keep = [(p, os.open(p, os.O_PATH)) for p in KEEP
+                if any(p.startswith(d + "/") for d in TMPFS_SIZES) and os.path.exists(p)]
+        for d, size in TMPFS_SIZES.items():
+            if libc.mount(b"none", d.encode(), b"tmpfs", 0, ("mode=1777,size=%d" % size).encode()) != 0:
                 raise OSError(ctypes.get_errno(), "mount " + d)
         for path, fd in keep:
             os.makedirs(path, exist_ok=True)
@@ -213,7 +215,8 @@ class Worker:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             # The code comes over the socket (not in argv: `ps` inside the sandbox stays readable).
-            argv = prefix + [sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(theirs.fileno()), json.dumps(keep)]
+            argv = prefix + [sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(theirs.fileno()), json.dumps(keep),
+                             json.dumps(TMPFS_SIZES)]
             proc = _SPAWNER.submit(subprocess.Popen, argv, cwd=workspace, env=env, pass_fds=(theirs.fileno(),),
                                    start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE).result()

@@ -37,7 +37,7 @@ class Session:
         self.audit = AuditLog(log_path, self.id)
         self.registry.pm.register(self.audit, name="audit-log")
         self.model = model if model is not None else load_model(settings, self.registry)
-        self.sandbox = Sandbox(self.workspace.root, settings.sandbox, settings.sandbox_uid)
+        self.sandbox = Sandbox(self.workspace.root, settings.sandbox, settings.sandbox_uid, hidden=(self.audit.path,))
         self.context = ToolContext(self.workspace, settings, self.undo, self.id, ask, self.sandbox)
         self.agent = Agent(self.model, self.registry, settings, self.context, notes=read_notes(limit=5))
         self.registry.hook.on_event(event=Meta("session_start", {

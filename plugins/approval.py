@@ -7,20 +7,29 @@ plugin's veto stands under every policy, and the user is never asked about a cal
 from __future__ import annotations
 
 import json
+import re
 
 from assistant.hookspecs import hookimpl
 
 
 def describe(call) -> str:
+    """What the user is asked to allow, shown so that nothing hides in it: an argv list as the list it is (not
+    joined into what looks like a shell line), and runs of blank lines collapsed (60 empty lines could push the
+    real command out of sight, above the question)."""
     args = call.arguments
     if call.name == "run_command":
         shown = args.get("command")
-        shown = shown if isinstance(shown, str) else " ".join(map(str, shown))
+        shown = shown if isinstance(shown, str) else json.dumps(shown, ensure_ascii=False)
     elif call.name == "run_python":
         shown = "\n" + args.get("code", "")
     else:
         shown = json.dumps(args, ensure_ascii=False)
-    return f"{call.name}: {shown}"
+    shown = BLANK_RUN.sub(lambda m: f"\n[{m.group().count(chr(10)) - 1} blank lines]\n", shown)
+    lines = shown.strip("\n").count("\n") + 1
+    return f"{call.name}" + (f" ({lines} lines)" if lines > 1 else "") + f": {shown}"
+
+
+BLANK_RUN = re.compile(r"\n(?:[ \t]*\n){3,}")
 
 
 @hookimpl(trylast=True)

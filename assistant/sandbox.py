@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import re
 import resource
 import selectors
@@ -30,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from assistant import sandbox_seccomp as seccomp
 from assistant.errors import AssistantError
 from assistant.text import escape_control
 
@@ -325,13 +327,13 @@ def _rlimit_preexec(pairs: list[tuple[int, int]]):
 
 
 def spawn_and_collect(argv: list[str], *, cwd: str, env: dict[str, str], timeout: float, stdin: bytes | None,
-                      max_output: int, layer: str, preexec=None) -> Result:
+                      max_output: int, layer: str, preexec=None, pass_fds=()) -> Result:
     """Start argv as the leader of a new session, collect bounded output, kill the whole group at the end."""
     start = time.monotonic()
     in_r, in_w = os.pipe() if stdin is not None else (-1, -1)
     (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True, preexec_fn=preexec, stdout=out_w, stderr=err_w,
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True, preexec_fn=preexec, pass_fds=pass_fds, stdout=out_w, stderr=err_w,
                                 stdin=in_r if in_r >= 0 else subprocess.DEVNULL)
     except OSError as exc:
         for fd in (in_r, in_w, out_r, err_r):
@@ -439,7 +441,7 @@ class Sandbox:
             argv += [_tool("prlimit")] + [f"{PRLIMIT_FLAGS[w]}={v}" for w, v in pairs] + ["--"]
         return argv
 
-    def _bwrap_args(self, cwd: str, network: bool) -> list[str]:
+    def _bwrap_args(self, cwd: str, network: bool, seccomp_fd: int | None) -> list[str]:
         ws = str(self.workspace)
         # Private, size-bounded tmpfs folders (their memory is not covered by RLIMIT_AS); /dev read-only, so a
         # command cannot replace /dev/fd or the like for a later command of the warm worker.
@@ -447,6 +449,8 @@ class Sandbox:
         for path, size in TMPFS_SIZES.items():
             args += ["--size", str(size), "--tmpfs", path]
         args += ["--remount-ro", "/dev", "--unshare-all", "--cap-drop", "ALL", "--new-session", "--die-with-parent"]
+        if seccomp_fd is not None:
+            args += ["--seccomp", str(seccomp_fd)]
         if network:
             args += ["--share-net"]
         for p in self.readable_paths():
@@ -532,13 +536,14 @@ class Sandbox:
             except OSError:
                 pass
 
-    def command_for(self, layer: str, argv: list[str], cwd: str, limits: Limits, network: bool):
+    def command_for(self, layer: str, argv: list[str], cwd: str, limits: Limits, network: bool,
+                    seccomp_fd: int | None = None):
         """The full argv that runs argv in the given layer."""
         if layer == "rlimits":
             return argv
         prefix = self._prefix(limits, cwd)
         if layer == "bwrap":
-            return prefix + self._bwrap_args(cwd, network) + argv
+            return prefix + self._bwrap_args(cwd, network, seccomp_fd) + argv
         if network:
             raise SandboxError("the unshare layer has no network; use bwrap")
         return prefix + self._unshare_args() + argv
@@ -552,14 +557,16 @@ class Sandbox:
         needs = {"bwrap": ["bwrap"], "unshare": ["unshare"]}[layer] + ["prlimit"]
         if self.as_root:
             needs += ["nsenter", "setpriv"]
+        if not seccomp.supported():
+            return Probe(layer, False, f"no seccomp filter for {platform.machine()} (it keeps setuid files out of "
+                                       "the workspace)")
         try:
             for name in needs:
                 _tool(name)
-            argv = self.command_for(layer, ["true"], str(self.workspace), Limits(), False)
+            result = self._spawn(layer, ["true"], str(self.workspace), scrubbed_env(), 20, None, Limits(), False,
+                                 4096)
         except (OSError, AssistantError) as exc:
             return Probe(layer, False, str(exc))
-        result = spawn_and_collect(argv, cwd=str(self.workspace), env=scrubbed_env(), timeout=20, stdin=None,
-                                   max_output=4096, layer=layer)
         if result.ok:
             return Probe(layer, True)
         detail = (result.stderr or result.stdout).strip().splitlines()
@@ -626,15 +633,28 @@ class Sandbox:
                                      preexec=_rlimit_preexec(clamp_limits(limits)))
         if layer == "unshare":
             full_env.update(HOME="/tmp", TMPDIR="/tmp")
-        command = self.command_for(layer, argv, cwd, limits, network)
-        result = spawn_and_collect(command, cwd=cwd, env=full_env, timeout=timeout, stdin=stdin,
-                                   max_output=max_output, layer=layer)
+        result = self._spawn(layer, argv, cwd, full_env, timeout, stdin, limits, network, max_output)
         if result.returncode is not None and 128 < result.returncode <= 128 + 64:
             # bubblewrap's init and the unshare layer's shell report a command killed by signal N as exit status
             # 128+N (as shells do); a command that itself exits with 129-192 reads the same here. (The warm path
             # knows the difference.)
             result.returncode = 128 - result.returncode
         return result
+
+    def _spawn(self, layer: str, argv: list[str], cwd: str, env: dict[str, str], timeout: float,
+               stdin: bytes | None, limits: Limits, network: bool, max_output: int) -> Result:
+        """A cold run in a namespace layer, under the seccomp filter (bubblewrap loads it; for unshare we do)."""
+        if layer == "bwrap":
+            fd = seccomp.memfd()
+            try:
+                command = self.command_for(layer, argv, cwd, limits, network, fd)
+                return spawn_and_collect(command, cwd=cwd, env=env, timeout=timeout, stdin=stdin,
+                                         max_output=max_output, layer=layer, pass_fds=(fd,))
+            finally:
+                os.close(fd)
+        command = self.command_for(layer, argv, cwd, limits, network)
+        return spawn_and_collect(command, cwd=cwd, env=env, timeout=timeout, stdin=stdin, max_output=max_output,
+                                 layer=layer, preexec=seccomp.install)
 
     def worker(self):
         from assistant.sandbox_worker import Worker, WorkerBusy
@@ -652,8 +672,13 @@ class Sandbox:
                 prefix = self._prefix(Limits(memory_bytes=None, file_size_bytes=None, processes=None),
                                            str(self.workspace))
                 keep = [str(self.workspace)] + [str(p) for p in self.readable_paths()]
-                self._worker = Worker.start(prefix + self._bwrap_args(str(self.workspace), False),
-                                            workspace=str(self.workspace), keep=keep, env=scrubbed_env())
+                fd = seccomp.memfd()
+                try:
+                    self._worker = Worker.start(prefix + self._bwrap_args(str(self.workspace), False, fd),
+                                                workspace=str(self.workspace), keep=keep, env=scrubbed_env(),
+                                                pass_fds=(fd,))
+                finally:
+                    os.close(fd)
                 self._worker.key = key
             return self._worker
 

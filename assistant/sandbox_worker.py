@@ -208,8 +208,8 @@ class Worker:
         self.key: tuple = ()  # the protected paths its view was made with
 
     @classmethod
-    def start(cls, prefix: list[str], *, workspace: str, keep: list[str],
-              env: dict[str, str]) -> "Worker":
+    def start(cls, prefix: list[str], *, workspace: str, keep: list[str], env: dict[str, str],
+              pass_fds: tuple[int, ...] = ()) -> "Worker":
         """Start the worker in the sandbox that `prefix` makes; `keep` lists the paths each run's fresh /tmp must
         still show (the workspace and the read-only ones)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -217,7 +217,7 @@ class Worker:
             # The code comes over the socket (not in argv: `ps` inside the sandbox stays readable).
             argv = prefix + [sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(theirs.fileno()), json.dumps(keep),
                              json.dumps(TMPFS_SIZES)]
-            proc = _SPAWNER.submit(subprocess.Popen, argv, cwd=workspace, env=env, pass_fds=(theirs.fileno(),),
+            proc = _SPAWNER.submit(subprocess.Popen, argv, cwd=workspace, env=env, pass_fds=(*pass_fds, theirs.fileno()),
                                    start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE).result()
         finally:

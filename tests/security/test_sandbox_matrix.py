@@ -775,3 +775,33 @@ def test_an_audit_log_kept_in_the_workspace_is_out_of_reach(make_session, worksp
 
     count, problem = verify(log)
     assert problem is None and count >= 4
+
+
+SETID_PROBE = r"""
+import errno, os, shutil, sys
+shutil.copy("/bin/true", "t")
+os.chmod("t", 0o755)
+out = []
+for what, call in [("chmod u+s", lambda: os.chmod("t", 0o4755)), ("chmod g+s", lambda: os.chmod("t", 0o2755)),
+                   ("open 4755", lambda: os.open("u", os.O_CREAT | os.O_WRONLY, 0o4755)),
+                   ("setxattr", lambda: os.setxattr("t", "security.capability", b"\x01\x00\x00\x02" + b"\x00" * 16)),
+                   ("user xattr", lambda: os.setxattr("t", "user.note", b"1"))]:
+    try:
+        call()
+        out.append(what + " ok")
+    except OSError as exc:
+        out.append(what + " " + errno.errorcode[exc.errno])
+print("; ".join(out))
+"""
+
+
+@pytest.mark.parametrize("mode", PROC_MODES)
+def test_no_setuid_file_or_file_capability_can_be_left_in_the_workspace(workspace, boxes, mode):
+    """As root, what a command creates in the workspace is root's on disk (the idmapped mount): a setuid bit or a
+    security.capability attribute there would hand root to any local user who runs the file."""
+    box = boxes(workspace, mode)
+    result = box.py(SETID_PROBE)
+    assert result.stdout == ("chmod u+s EPERM; chmod g+s EPERM; open 4755 EPERM; setxattr EPERM; "
+                             "user xattr EPERM\n"), result.render()
+    assert oct((workspace / "t").stat().st_mode & 0o7777) == "0o755" and not (workspace / "u").exists()
+    assert os.listxattr(workspace / "t") == []

@@ -17,6 +17,7 @@ layers kill every process it started, whatever its group.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import platform
@@ -148,7 +149,7 @@ def escape_output(data: bytes) -> str:
     return escape_control(data.decode("utf-8", errors="replace"))
 
 
-URL_CREDENTIALS = re.compile(r"://[^/\s:@]+:[^/\s@]+@")  # postgres://user:password@host
+URL_CREDENTIALS = re.compile(r"://[^/\s:@]*:[^/\s@]+@")  # postgres://user:password@host, redis://:password@host
 
 
 def scrubbed_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -174,8 +175,9 @@ def secret_paths() -> list[Path]:
     paths += [config_home / p for p in ("gh", "gcloud", "assistant", "git/credentials", "hub")]
     paths += [user / p for p in (".cargo/credentials", ".cargo/credentials.toml", ".terraformrc",
                                  ".terraform.d/credentials.tfrc.json", ".config/pip", ".pip")]
-    if env.get("HF_HOME"):
-        paths.append(Path(env["HF_HOME"]) / "token")
+    hf_home = Path(env["HF_HOME"]) if env.get("HF_HOME") else (
+        Path(env["XDG_CACHE_HOME"]) / "huggingface" if env.get("XDG_CACHE_HOME") else user / ".cache/huggingface")
+    paths += [hf_home / "token", hf_home / "stored_tokens"]
     if env.get("CARGO_HOME"):
         paths += [Path(env["CARGO_HOME"]) / "credentials", Path(env["CARGO_HOME"]) / "credentials.toml"]
     # Variables that name a credentials file or folder.
@@ -522,7 +524,10 @@ class Sandbox:
             p = Path(os.path.realpath(p))
             if p in out or p == Path("/"):
                 continue
-            if any(p == d or d in p.parents for d in inside) or not first_blocked(p, self.run_uid, self.run_gid):
+            # As root, the sandbox uid (no supplementary groups) cannot reach what lies behind a folder it cannot
+            # traverse: such paths need no cover (and could not get one). As yourself, whatever exists is reachable.
+            if (not self.as_root or any(p == d or d in p.parents for d in inside)
+                    or not first_blocked(p, self.run_uid, self.run_gid)):
                 out.append(p)
         # A path inside a hidden folder is gone with it (and could not be covered inside the empty cover).
         return [p for p in out if not any(q in p.parents for q in out)]
@@ -662,7 +667,7 @@ class Sandbox:
         with self._lock:
             # The worker's view was fixed when it started: start another when what must be read-only changed
             # (a `git init` since, say).
-            key = tuple(self.protected_paths())
+            key = (tuple(self.protected_paths()), tuple(self.hidden_paths()))
             if self._worker is not None and (not self._worker.alive() or self._worker.key != key):
                 if self._worker.alive() and self._worker.lock.locked():
                     raise WorkerBusy()  # another run is in it: that one finishes, this one goes cold
@@ -732,6 +737,7 @@ def for_workspace(workspace: str | os.PathLike, policy: str = "auto",
         return box
 
 
+@atexit.register
 def close_all() -> None:
     with _SANDBOXES_LOCK:
         for box in _SANDBOXES.values():

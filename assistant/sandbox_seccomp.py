@@ -2,8 +2,9 @@
 
 Files a command creates in the workspace land on disk owned by the workspace's owner (as root, through the
 idmapped mount, that is root). A command could otherwise leave a setuid-root binary, or one with file capabilities
-(the `security.capability` extended attribute), for another local user to run. The filter refuses, with EPERM:
-chmod-family calls and file-creating calls whose mode has S_ISUID or S_ISGID, and every *setxattr call. openat2
+(the `security.capability` extended attribute), for another local user to run. The filter refuses, with EPERM,
+chmod-family calls and file-creating calls whose mode has S_ISUID or S_ISGID, and answers every *setxattr call
+with EOPNOTSUPP (as a file system without extended attributes would, so `cp -p` and `mv` carry on). openat2
 (its mode sits in a struct the filter cannot read) and io_uring (whose operations bypass seccomp) answer ENOSYS,
 so programs fall back to the plain calls. System calls of another ABI (x32, i386 on x86_64) answer ENOSYS.
 
@@ -73,9 +74,9 @@ def program() -> bytes:
         op(_JSET_K, _SETID_BITS, jf=1)
         op(_RET_K, _ERRNO | errno.EPERM)
         op(_RET_K, _ALLOW)
-    for nr in xattrs:
+    for nr in xattrs:  # "not supported" (not EPERM): cp -p, cp -a and mv then go on without them
         op(_JEQ_K, nr, jf=1)
-        op(_RET_K, _ERRNO | errno.EPERM)
+        op(_RET_K, _ERRNO | errno.EOPNOTSUPP)
     for nr in enosys:
         op(_JEQ_K, nr, jf=1)
         op(_RET_K, _ERRNO | errno.ENOSYS)

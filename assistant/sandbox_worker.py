@@ -38,7 +38,7 @@ import ctypes, json, os, resource, select, signal, socket, sys
 libc = ctypes.CDLL(None, use_errno=True)
 sock = socket.socket(fileno=int(sys.argv[1]))
 uid, gid = os.getuid(), os.getgid()
-CLONE_NEWNS, CLONE_NEWUSER, PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 0x20000, 0x10000000, 1, 4, 36
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 0x20000, 0x8000000, 0x10000000, 1, 4, 36
 KEEP = sorted(json.loads(sys.argv[2]), key=len)  # the workspace and the read-only paths, parents first
 TMPFS_SIZES = json.loads(sys.argv[3])  # a fresh /tmp, /dev/shm and /run for every run
 
@@ -76,11 +76,12 @@ def command(ctl):
     os._exit(127)
 
 def runner(ctl, status_w):
-    # A new user namespace (RLIMIT_NPROC counts this run's processes only) and mount namespace (a fresh /tmp
-    # and /dev/shm), then the child that becomes the command.
+    # A new user namespace (RLIMIT_NPROC counts this run's processes only), mount namespace (a fresh /tmp,
+    # /dev/shm and /run) and IPC namespace (no SysV shared memory outlives the run), then the child that
+    # becomes the command.
     try:
         libc.prctl(PR_SET_DUMPABLE, 1)  # our own /proc files must be ours to write the maps; no command exists yet
-        if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0:
+        if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC) != 0:
             raise OSError(ctypes.get_errno(), "unshare")
         for name, text in (("uid_map", "%d %d 1\n" % (uid, uid)), ("setgroups", "deny"), ("gid_map", "%d %d 1\n" % (gid, gid))):
             with open("/proc/self/" + name, "w") as fh:

@@ -801,7 +801,25 @@ def test_no_setuid_file_or_file_capability_can_be_left_in_the_workspace(workspac
     security.capability attribute there would hand root to any local user who runs the file."""
     box = boxes(workspace, mode)
     result = box.py(SETID_PROBE)
-    assert result.stdout == ("chmod u+s EPERM; chmod g+s EPERM; open 4755 EPERM; setxattr EPERM; "
-                             "user xattr EPERM\n"), result.render()
+    assert result.stdout == ("chmod u+s EPERM; chmod g+s EPERM; open 4755 EPERM; setxattr ENOTSUP; "
+                             "user xattr ENOTSUP\n"), result.render()  # ENOTSUP == EOPNOTSUPP
     assert oct((workspace / "t").stat().st_mode & 0o7777) == "0o755" and not (workspace / "u").exists()
     assert os.listxattr(workspace / "t") == []
+
+
+@pytest.mark.parametrize("mode", FS_MODES)
+def test_copies_that_preserve_attributes_still_work(workspace, boxes, mode):
+    """The filter answers extended-attribute calls as a file system without them would: cp -p, cp -a and mv
+    carry on (with EPERM, coreutils gives up)."""
+    box = boxes(workspace, mode)
+    result = box.sh("chmod 640 hello.py && cp -p hello.py a.py && mkdir d && cp -a d e && echo x > /tmp/m && "
+                    "mv /tmp/m m && stat -c %a a.py")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "640\n", ""), result.render()
+
+
+@pytest.mark.parametrize("mode", FS_MODES)
+def test_no_sysv_shared_memory_outlives_a_run(workspace, boxes, mode):
+    box = boxes(workspace, mode)
+    made = box.py("import ctypes; l = ctypes.CDLL(None); print(l.shmget(0, 1 << 20, 0o1600) >= 0)")
+    assert made.stdout == "True\n"
+    assert box.sh("ipcs -m | grep -c 0x00000000 || true").stdout == "0\n"

@@ -458,6 +458,8 @@ class Sandbox:
         for p in self.readable_paths():
             args += ["--ro-bind-try", str(p), str(p)]
         args += ["--bind", ws, ws]
+        for folder in self.pinned_paths():
+            args += ["--bind", str(folder), str(folder)]
         for target in self.read_only_paths():
             args += ["--ro-bind", str(target), str(target)]
         for p in self.hidden_paths():
@@ -475,16 +477,28 @@ class Sandbox:
         # (mount(8) works only as root, so the outer namespace maps us to root and a nested one maps us back.)
         # The shell stays as the pid namespace's first process and runs the command as its child: a first
         # process ignores signals it has no handler for (SIGTERM, SIGXFSZ), and the command must not.
-        hide = [str(p) for p in self.hidden_paths()]
+        pins = [str(p) for p in self.pinned_paths()]
         read_only = [str(p) for p in self.read_only_paths()]
-        script = ('while [ "$1" != -- ]; do if [ -d "$1" ]; then mount -t tmpfs -o ro,size=4k none "$1" || exit 125; '
-                  'else mount --bind /dev/null "$1" || exit 125; fi; shift; done; shift; '
+        hide = [str(p) for p in self.hidden_paths()]
+        script = ('while [ "$1" != -- ]; do mount --bind "$1" "$1" || exit 125; shift; done; shift; '
                   'while [ "$1" != -- ]; do { mount --bind "$1" "$1" && mount -o remount,bind,ro "$1"; } || exit 125; '
-                  'shift; done; shift; "$@"; exit $?')
+                  'shift; done; shift; '
+                  'while [ "$1" != -- ]; do if [ -d "$1" ]; then mount -t tmpfs -o ro,size=4k none "$1" || exit 125; '
+                  'else mount --bind /dev/null "$1" || exit 125; fi; shift; done; shift; "$@"; exit $?')
         unshare = _tool("unshare")
         return [unshare, "--map-root-user", "--net", "--pid", "--ipc", "--uts", "--mount", "--fork",
-                "--kill-child", "--mount-proc", "--", "/bin/sh", "-c", script, "sh", *hide, "--", *read_only, "--",
-                unshare, f"--map-user={self.run_uid}", f"--map-group={self.run_gid}", "--"]
+                "--kill-child", "--mount-proc", "--", "/bin/sh", "-c", script, "sh", *pins, "--", *read_only, "--",
+                *hide, "--", unshare, f"--map-user={self.run_uid}", f"--map-group={self.run_gid}", "--"]
+
+    def pinned_paths(self) -> list[Path]:
+        """Folders of the workspace on the way to a read-only or hidden path, bound onto themselves (still
+        writable): a mount point cannot be renamed, and renaming a parent would carry the protection away with
+        it, leaving the old name free for a planted copy."""
+        pins: set[Path] = set()
+        for p in self.read_only_paths() + self.hidden_paths():
+            if self.workspace in p.parents:
+                pins.update(d for d in p.parents if self.workspace in d.parents)
+        return sorted(pins, key=lambda d: len(d.parts))
 
     def protected_paths(self) -> list[Path]:
         """Inside the writable workspace, read-only: `.git` (hooks, config, `commondir` and the like would run
@@ -502,8 +516,35 @@ class Sandbox:
                     os.chown(git, st.st_uid, st.st_gid)
             except OSError:
                 pass
-        targets = [git, self.workspace / ".assistant"]
-        return [t for t in targets if t.exists() and not t.is_symlink()]
+        targets = []
+        for t in (git, self.workspace / ".assistant"):
+            if t.is_symlink():  # the link itself is guarded by guard_links(); its target, if ours, is read-only
+                t = Path(os.path.realpath(t))
+                if not (self.workspace in t.parents):
+                    continue
+            if t.exists():
+                targets.append(t)
+        return targets
+
+    def guarded_links(self) -> dict[Path, str]:
+        """`.git` or `.assistant` as symlinks (a mount cannot cover a link): what they point to before a run."""
+        return {p: os.readlink(p) for p in (self.workspace / ".git", self.workspace / ".assistant")
+                if p.is_symlink()}
+
+    def restore_links(self, before: dict[Path, str]) -> str:
+        """After a run: a guarded link that the command replaced is put back, and what replaced it is moved aside
+        (renamed, so git does not use it). Returns a note for the observation, or ''."""
+        notes = []
+        for link, target in before.items():
+            if link.is_symlink() and os.readlink(link) == target:
+                continue
+            if os.path.lexists(link):
+                aside = link.with_name(f"{link.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+                os.rename(link, aside)
+                notes.append(f"[the command replaced {link.name}; it was moved to {aside.name} and the link to "
+                             f"{target} restored]")
+            os.symlink(target, link)
+        return "\n".join(notes)
 
     def read_only_paths(self) -> list[Path]:
         """Bound read-only over the writable workspace: the protected paths, and the assistant's own Python
@@ -600,6 +641,22 @@ class Sandbox:
     def run(self, argv: list[str], *, cwd: str | None = None, timeout: float, stdin: bytes | None = None,
             limits: Limits | None = None, network: bool = False, env: dict[str, str] | None = None,
             max_output: int = DEFAULT_OUTPUT_BYTES, warm: bool = False) -> Result:
+        links = self.guarded_links()
+        try:
+            result = self._run(argv, cwd=cwd, timeout=timeout, stdin=stdin, limits=limits, network=network,
+                               env=env, max_output=max_output, warm=warm)
+        except BaseException:
+            if links:
+                self.restore_links(links)
+            raise
+        note = self.restore_links(links) if links else ""
+        if note:
+            result.stderr = f"{result.stderr}\n{note}".lstrip("\n")
+        return result
+
+    def _run(self, argv: list[str], *, cwd: str | None, timeout: float, stdin: bytes | None,
+             limits: Limits | None, network: bool, env: dict[str, str] | None, max_output: int,
+             warm: bool) -> Result:
         """Run argv (never through a shell unless argv says so) in the sandbox; everything it starts dies with it.
 
         warm=True reuses this workspace's sandboxed worker (same isolation and limits, a fresh process per run),

@@ -764,12 +764,14 @@ def test_secrets_named_by_the_environment_are_hidden_and_url_passwords_scrubbed(
 def test_an_audit_log_kept_in_the_workspace_is_out_of_reach(make_session, workspace):
     from conftest import call
 
-    log = workspace / "audit.jsonl"
-    s = make_session([call("run_command", command="cat audit.jsonl; : > audit.jsonl; rm -f audit.jsonl"), "done"],
+    (workspace / "logs").mkdir()
+    log = workspace / "logs" / "audit.jsonl"
+    s = make_session([call("run_command", command="cat logs/audit.jsonl; : > logs/audit.jsonl; "
+                                                  "rm -f logs/audit.jsonl; mv logs logs2"), "done"],
                      yes=True, audit_log=str(log))
     events = list(s.agent.run_turn("tidy up"))
     obs = next(e for e in events if e.kind == "observation")
-    assert '"kind"' not in obs.text and "Device or resource busy" in obs.text
+    assert '"kind"' not in obs.text and obs.text.count("Device or resource busy") == 2  # rm, and mv of its folder
     s.close()
     from assistant.logs.audit import verify
 
@@ -823,3 +825,30 @@ def test_no_sysv_shared_memory_outlives_a_run(workspace, boxes, mode):
     made = box.py("import ctypes; l = ctypes.CDLL(None); print(l.shmget(0, 1 << 20, 0o1600) >= 0)")
     assert made.stdout == "True\n"
     assert box.sh("ipcs -m | grep -c 0x00000000 || true").stdout == "0\n"
+
+
+@pytest.mark.parametrize("mode", PROC_MODES)
+def test_a_protected_path_cannot_be_carried_off_by_renaming_its_folder(workspace, boxes, mode, monkeypatch):
+    """The assistant's virtualenv in a subfolder of the workspace: renaming the subfolder would take the
+    read-only mount along and leave the old name free for a copy with a planted .pth file."""
+    (workspace / "tools" / ".venv" / "lib").mkdir(parents=True)
+    real = Sandbox.readable_paths
+    monkeypatch.setattr(Sandbox, "readable_paths", lambda self: real(self) + [workspace / "tools" / ".venv"])
+    box = boxes(workspace, mode)
+    result = box.sh("mv tools tools.old; echo x > tools/other.txt && echo writable")
+    assert result.stderr == "mv: cannot move 'tools' to 'tools.old': Device or resource busy\n"
+    assert result.stdout == "writable\n" and not (workspace / "tools.old").exists()
+
+
+@pytest.mark.parametrize("mode", FS_MODES)
+def test_a_symlinked_git_folder_replaced_by_a_command_is_put_back(workspace, boxes, mode, tmp_path):
+    gitdir = tmp_path / "real.gitdir"
+    gitdir.mkdir()
+    (workspace / ".git").symlink_to(gitdir)
+    box = boxes(workspace, mode)
+    result = box.sh("rm .git && git init -q . && git config core.fsmonitor 'touch /tmp/pwned' && echo planted")
+    assert result.stdout == "planted\n"
+    assert result.stderr.startswith("[the command replaced .git; it was moved to .git.replaced-")
+    assert (workspace / ".git").is_symlink() and os.readlink(workspace / ".git") == str(gitdir)
+    aside = [p.name for p in workspace.iterdir() if p.name.startswith(".git.replaced-")]
+    assert len(aside) == 1

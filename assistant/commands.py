@@ -242,7 +242,20 @@ def doctor_report(settings) -> dict:
         "models_dir": str(models_dir()),
         "home": str(home()),
         "logs": str(logs),
+        "git_safe_bare_repository": _git_bare_setting(),
     }
+
+
+def _git_bare_setting() -> str | None:
+    """Your git's safe.bareRepository: with `explicit`, a bare repository planted in a workspace (HEAD, objects/,
+    refs/ and a config that runs a pager or alias) is not picked up by your next git command there."""
+    from assistant.sandbox import find_tool
+
+    git = find_tool("git")
+    if git is None:
+        return None
+    ok, value = _run_quietly([git, "config", "--global", "--get", "safe.bareRepository"])
+    return value if ok else "unset"
 
 
 def doctor_lines(report: dict) -> list[str]:
@@ -274,6 +287,11 @@ def doctor_lines(report: dict) -> list[str]:
     else:
         model = f"{m['spec']}: not a registry model (loaded as given)"
     lines += [("model", model), ("model cache", r["models_dir"]), ("home", r["home"]), ("logs", r["logs"])]
+    bare = r["git_safe_bare_repository"]
+    if bare is not None:
+        lines.append(("git safe.bareRepository", bare if bare == "explicit" else
+                      f"{bare} (recommended: git config --global safe.bareRepository explicit, so that a bare "
+                      "repository a command plants in a workspace is not used by your git)"))
     width = max(len(k) for k, _ in lines) + 2
     return [f"{k + ':':<{width}}{v}" for k, v in lines]
 

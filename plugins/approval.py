@@ -24,12 +24,21 @@ def describe(call) -> str:
         shown = "\n" + args.get("code", "")
     else:
         shown = json.dumps(args, ensure_ascii=False)
-    shown = BLANK_RUN.sub(lambda m: f"\n[{m.group().count(chr(10)) - 1} blank lines]\n", shown)
+    total_lines, total_chars = shown.strip("\n").count("\n") + 1, len(shown)
+    shown = BLANK_LINES.sub(lambda m: f"\n[{m.group().count(chr(10)) - 1} blank lines]\n", shown)
+    shown = BLANK_RUN.sub(lambda m: f"[{len(m.group())} blank characters]", shown)
     lines = shown.strip("\n").count("\n") + 1
-    return f"{call.name}" + (f" ({lines} lines)" if lines > 1 else "") + f": {shown}"
+    text = f"{call.name}" + (f" ({lines} lines)" if lines > 1 else "") + f": {shown}"
+    if total_lines > 20 or total_chars > 1000:  # right above the question, where it cannot scroll away
+        text += f"\n[all of the above: {total_lines} lines, {total_chars} characters]"
+    return text
 
 
-BLANK_RUN = re.compile(r"\n(?:[ \t]*\n){3,}")
+# What looks blank on a terminal: white space, and characters that draw nothing (braille blank, Hangul fillers,
+# format characters).
+_BLANK = "[^\\S\n]|[\u2800\u3164\uffa0\u115f\u1160\u00ad\u180e\u200b-\u200f\u2060-\u2064\ufeff]"
+BLANK_LINES = re.compile(f"\n(?:(?:{_BLANK})*\n){{3,}}")
+BLANK_RUN = re.compile(f"(?:{_BLANK}){{20,}}")
 
 
 @hookimpl(trylast=True)

@@ -67,7 +67,7 @@ def test_doctor_json_has_every_fact(workspace, capsys):
     assert main(["doctor", "--json", "--sandbox", "weak", "--workspace", str(workspace)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert {"ok", "workspace", "sandbox_policy", "active_layer", "error", "layers", "bubblewrap", "user_namespaces",
-            "root", "run_uid", "model", "models_dir", "home", "logs"} <= set(data)
+            "root", "run_uid", "model", "models_dir", "home", "logs", "git_safe_bare_repository"} <= set(data)
     assert data["ok"] is True and data["error"] is None and data["sandbox_policy"] == "weak"
     assert list(data["layers"]) == ["bwrap", "unshare", "rlimits"]
     assert all(layer["accepted"] for layer in data["layers"].values())  # weak accepts every layer
@@ -102,3 +102,12 @@ def test_doctor_help_teaches_and_the_import_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert "layers, strongest first" in out and "exit status: 0 when" in out and "--json" in out
     assert out.strip().endswith("HEAVY []")
+
+
+def test_doctor_recommends_gits_safe_bare_repository(workspace, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # git's global config lives in $HOME/.gitconfig
+    r = cli("doctor", "--sandbox", "weak", cwd=workspace)
+    assert "recommended: git config --global safe.bareRepository explicit" in facts(r.stdout)["git safe.bareRepository"]
+    (tmp_path / ".gitconfig").write_text("[safe]\n\tbareRepository = explicit\n")
+    r = cli("doctor", "--sandbox", "weak", cwd=workspace)
+    assert facts(r.stdout)["git safe.bareRepository"] == "explicit"

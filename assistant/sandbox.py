@@ -392,6 +392,10 @@ class Sandbox:
     _warned: bool = False
     _mounts_lock: threading.Lock = field(default_factory=threading.Lock)
     _made_git: bool = False
+    _secret_candidates: list[Path] | None = None
+    _reachable: dict[Path, bool] = field(default_factory=dict)
+    _resolved: dict[Path, Path] = field(default_factory=dict)
+    _readable: list[Path] | None = None
 
     def __post_init__(self):
         self.workspace = Path(os.path.realpath(self.workspace))
@@ -414,12 +418,13 @@ class Sandbox:
 
     def readable_paths(self) -> list[Path]:
         """Folders a command needs besides the workspace: the Python environment the tools run with."""
-        paths = []
-        for p in (sys.prefix, sys.base_prefix):
-            real = Path(os.path.realpath(p))
-            if real not in paths and real != Path("/"):
-                paths.append(real)
-        return paths
+        if self._readable is None:
+            self._readable = []
+            for p in (sys.prefix, sys.base_prefix):
+                real = Path(os.path.realpath(p))
+                if real not in self._readable and real != Path("/"):
+                    self._readable.append(real)
+        return list(self._readable)
 
     def _root_mounts(self):
         """As root, the mount namespace in which the dedicated uid can reach and write the workspace."""
@@ -554,21 +559,29 @@ class Sandbox:
 
     def hidden_paths(self) -> list[Path]:
         """The secret paths to cover: those the sandbox's uid could otherwise reach, symlinks resolved (covering
-        a link would leave its target readable under its own name)."""
+        a link would leave its target readable under its own name). Checked before every run (a secret made
+        during a session is covered from the next run on), so the slow part is worked out once: the candidates
+        (from the environment), where each resolves to, and whether the uid could reach it at all."""
         from assistant.sandbox_root import first_blocked
 
+        if self._secret_candidates is None:
+            self._secret_candidates = secret_paths() + [Path(os.path.abspath(h)) for h in self.hidden]
         inside = [self.workspace] + self.readable_paths()
         out: list[Path] = []
-        for p in secret_paths() + [Path(os.path.abspath(h)) for h in self.hidden]:
+        for p in self._secret_candidates:
             if not os.path.exists(p):
                 continue
-            p = Path(os.path.realpath(p))
+            if p not in self._resolved:
+                self._resolved[p] = Path(os.path.realpath(p))
+            p = self._resolved[p]
             if p in out or p == Path("/"):
                 continue
             # As root, the sandbox uid (no supplementary groups) cannot reach what lies behind a folder it cannot
             # traverse: such paths need no cover (and could not get one). As yourself, whatever exists is reachable.
-            if (not self.as_root or any(p == d or d in p.parents for d in inside)
-                    or not first_blocked(p, self.run_uid, self.run_gid)):
+            if p not in self._reachable:
+                self._reachable[p] = (not self.as_root or any(p == d or d in p.parents for d in inside)
+                                      or not first_blocked(p, self.run_uid, self.run_gid))
+            if self._reachable[p]:
                 out.append(p)
         # A path inside a hidden folder is gone with it (and could not be covered inside the empty cover).
         return [p for p in out if not any(q in p.parents for q in out)]

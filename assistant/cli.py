@@ -45,6 +45,8 @@ examples:
 
 
 def _model_flags(p: argparse.ArgumentParser, default: Any = None) -> None:
+    from assistant.config import Settings
+
     d = {} if default is None else {"default": default}
     g = p.add_argument_group("model")
     g.add_argument("--model", "-m", metavar="SPEC", help="registry name (smollm2-135m), model folder, .gguf file, "
@@ -62,7 +64,7 @@ def _model_flags(p: argparse.ArgumentParser, default: Any = None) -> None:
     g.add_argument("--disable-thinking", dest="enable_thinking", action="store_const", const=False, **d)
     a = p.add_argument_group("agent")
     a.add_argument("--workspace", "-w", metavar="DIR", help="the folder the assistant works in (default: .)", **d)
-    a.add_argument("--approval", choices=("ask", "auto", "never"),
+    a.add_argument("--approval", choices=Settings.CHOICES["approval"],
                    help="before run_command/run_python: ask (default; --once refuses them, nobody to ask), "
                    "auto (run without asking) or never (refuse them)", **d)
     a.add_argument("--yes", "-y", dest="approval", action="store_const", const="auto",
@@ -71,7 +73,7 @@ def _model_flags(p: argparse.ArgumentParser, default: Any = None) -> None:
     a.add_argument("--max-steps", type=int, metavar="N", help="model calls per user turn (default 8)", **d)
     a.add_argument("--observation-summary-chars", type=int, metavar="N", help="longer tool output is cut for the model", **d)
     a.add_argument("--command-timeout", type=int, metavar="S", help="upper bound for a command's run time", **d)
-    a.add_argument("--sandbox", choices=("auto", "bwrap", "unshare", "weak", "rlimits"),
+    a.add_argument("--sandbox", choices=Settings.CHOICES["sandbox"],
                    help="isolation for commands and code: auto (bwrap, else unshare; default), bwrap, unshare, "
                    "weak (also accepts resource limits only) or rlimits (limits only: no isolation); "
                    "`assistant doctor` shows what works here", **d)

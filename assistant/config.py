@@ -50,8 +50,9 @@ class Settings:
     workspace: str = "."
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
-    CHOICES = {"quantization": ("none", "8bit", "4bit"), "sandbox": ("auto", "bwrap", "unshare", "weak", "rlimits"),
-               "approval": ("ask", "auto", "never")}
+    # "sandbox" mirrors assistant.sandbox.POLICIES (not imported here: it loads ctypes; a test keeps them equal).
+    CHOICES = {"quantization": ("none", "8bit", "4bit"), "approval": ("ask", "auto", "never"),
+               "sandbox": ("auto", "bwrap", "unshare", "weak", "rlimits")}
     SECRET = ("api_key",)
     MINIMUM = {"max_new_tokens": 1, "max_actions_per_turn": 1, "max_steps": 1, "command_timeout": 1,
                "observation_summary_chars": 0, "context_window": 1, "request_timeout": 0.1,

@@ -335,7 +335,8 @@ def spawn_and_collect(argv: list[str], *, cwd: str, env: dict[str, str], timeout
     in_r, in_w = os.pipe() if stdin is not None else (-1, -1)
     (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True, preexec_fn=preexec, pass_fds=pass_fds, stdout=out_w, stderr=err_w,
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True, preexec_fn=preexec,
+                                pass_fds=pass_fds, stdout=out_w, stderr=err_w,
                                 stdin=in_r if in_r >= 0 else subprocess.DEVNULL)
     except OSError as exc:
         for fd in (in_r, in_w, out_r, err_r):

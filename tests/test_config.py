@@ -86,3 +86,10 @@ def test_approval_policy_and_its_old_name_yes(workspace, isolated_home, monkeypa
 def test_values_below_their_minimum_are_refused(workspace):
     with pytest.raises(ConfigError, match="--max-steps: max_steps must be at least 1, got 0"):
         load_settings({"workspace": str(workspace), "max_steps": 0})
+
+
+def test_sandbox_choices_are_the_sandbox_policies():
+    from assistant.config import Settings
+    from assistant.sandbox import POLICIES
+
+    assert Settings.CHOICES["sandbox"] == tuple(POLICIES)

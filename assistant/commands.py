@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import os
 import subprocess
 import sys
@@ -13,7 +14,8 @@ from assistant.home import home, models_dir, subdir
 
 
 def run(args, settings) -> int:
-    handler = {"models": models, "audit": audit, "config": config, "doctor": doctor, "bench": bench}[args.command]
+    handler = {"models": models, "audit": audit, "config": config, "doctor": doctor, "bench": bench,
+               "repair": repair}[args.command]
     return handler(args, settings)
 
 
@@ -316,4 +318,71 @@ def bench(args, settings) -> int:
 
     if args.action == "sandbox":
         return sandbox_overhead(settings, runs=args.runs, out=sys.stdout)
+    if args.action == "humaneval":
+        from pathlib import Path
+
+        from assistant.humaneval import BenchConfig, bench_humaneval
+
+        cfg = BenchConfig(limit=args.limit, iters=args.iters, candidates=args.candidates, leaky=args.leaky)
+        if getattr(args, "max_new_tokens", None):
+            cfg.max_new_tokens = args.max_new_tokens
+        command = "assistant " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        return bench_humaneval(settings, cfg, runs_root=Path(args.out) if args.out else None, command=command)
     return speed(settings, tokens=args.tokens, runs=args.runs, out=sys.stdout)
+
+
+# --- repair ------------------------------------------------------------------------------------------
+
+
+def repair(args, settings) -> int:
+    from pathlib import Path
+
+    from assistant.loader import load_plugins
+    from assistant.models.builtin import load_model
+    from assistant.repair import MODES, RepairConfig, Request, render, solve, verdict
+    from assistant.sandbox import Sandbox
+
+    profile = args.profile
+    max_new = getattr(args, "max_new_tokens", None)
+    config = RepairConfig.for_profile(profile, decode=args.decode, candidates=args.candidates, iters=args.iters,
+                                      timeout=args.timeout, max_new_tokens=max_new, design=args.design,
+                                      test=args.test)
+    stub = None
+    if args.stub:
+        try:
+            stub = Path(args.stub).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AssistantError(f"cannot read --stub {args.stub}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not (args.suite or args.task.strip() or args.signature or stub):
+        raise AssistantError("give --task, --signature or --stub (or --suite); `assistant repair --help` has examples")
+    quiet = profile == "copy"
+    prefix = "thinking: " if quiet else "· "
+
+    def log(line: str) -> None:
+        print(prefix + line, file=sys.stderr, flush=True)
+
+    model = load_model(settings, load_plugins())
+    box = Sandbox(Path(settings.workspace), settings.sandbox, settings.sandbox_uid)
+    try:
+        if args.suite:
+            from assistant.repair_suite import run_suite
+
+            return run_suite(model, box, config)
+        request = Request(args.task, args.fn, args.signature, list(args.doctests), stub)
+        outcome = solve(model, box, request, config, log=log)
+    finally:
+        box.close()
+    mode = "standalone" if args.standalone else "imports" if args.add_imports else MODES[0]
+    clean = args.clean_doc if args.clean_doc is not None else profile == "copy"
+    code = render(outcome.best.code, outcome.spec, mode=mode, clean_doc=clean)
+    if profile == "save":
+        folder = Path(args.out_dir) if args.out_dir else Path(settings.workspace) / "generated"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{outcome.spec.fn}.py"
+        target.write_text(code, encoding="utf-8")
+        log(f"wrote {target}")
+    else:
+        sys.stdout.write(code)
+    print(verdict(outcome), file=sys.stderr)
+    ok = outcome.passed or outcome.stopped in ("not tested", "nothing to test")
+    return 0 if ok else 1

@@ -18,6 +18,7 @@ BUILTIN_PLUGINS = (
     "assistant.plugins.shell",
     "assistant.plugins.python",
     "assistant.plugins.files",
+    "assistant.plugins.repair",
     "assistant.plugins.approval",
     "assistant.models.builtin",
 )

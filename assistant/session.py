@@ -38,7 +38,7 @@ class Session:
         self.registry.pm.register(self.audit, name="audit-log")
         self.model = model if model is not None else load_model(settings, self.registry)
         self.sandbox = Sandbox(self.workspace.root, settings.sandbox, settings.sandbox_uid, hidden=(self.audit.path,))
-        self.context = ToolContext(self.workspace, settings, self.undo, self.id, ask, self.sandbox)
+        self.context = ToolContext(self.workspace, settings, self.undo, self.id, ask, self.sandbox, self.model)
         self.agent = Agent(self.model, self.registry, settings, self.context, notes=read_notes(limit=5))
         self.registry.hook.on_event(event=Meta("session_start", {
             "model": settings.model, "workspace": str(self.workspace.root),

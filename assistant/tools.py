@@ -119,3 +119,4 @@ class ToolContext:
     session: str = ""
     ask: Callable[[str], bool] | None = None  # asks the user a yes/no question (None: nobody to ask)
     sandbox: Any = None  # assistant.sandbox.Sandbox of the workspace (None: the shared one for its folder)
+    model: Any = None  # the session's model, for tools that generate (repair)

@@ -81,6 +81,31 @@ def counting_streamer(tokenizer):
     return CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
+def _stop_in_reply_class():
+    import torch
+    from transformers import StoppingCriteria
+
+    class StopInReply(StoppingCriteria):
+        """Per sequence: stop once a stop string appears in the generated text (transformers' own stop_strings
+        also matches across the prompt's end, so a reply opening with ``` would stop at once on "\\n```")."""
+
+        def __init__(self, tokenizer, prompt_len: int, stops: list[str]):
+            self.tokenizer, self.prompt_len, self.stops = tokenizer, prompt_len, stops
+
+        def __call__(self, input_ids, scores, **kwargs):
+            done = []
+            for row in input_ids:
+                text = self.tokenizer.decode(row[self.prompt_len:], skip_special_tokens=True)
+                done.append(any(s in text for s in self.stops))
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StopInReply
+
+
+def StopInReply(tokenizer, prompt_len: int, stops: list[str]):  # noqa: N802 - builds the class lazily (torch)
+    return _stop_in_reply_class()(tokenizer, prompt_len, stops)
+
+
 class TransformersModel:
     def __init__(self, source: str, settings: Any, *, name: str | None = None):
         path = Path(source).expanduser()
@@ -216,3 +241,43 @@ class TransformersModel:
                 self.last_usage = Usage(len(ids), streamer.generated, elapsed, first)
         if failure:
             raise ModelError(f"generation failed: {failure[0]}") from failure[0]
+
+    def generate_batch(self, messages: list[dict], *, n: int, max_new_tokens: int = 256, stop: Iterable[str] = (),
+                       temperature: float = 0.0, top_p: float = 0.95, seed: int | None = None) -> list[str]:
+        """`n` replies to one prompt in one batched generate call (much cheaper per reply than n calls on a
+        CPU); greedy when temperature is 0 (then n is 1). Each reply stops at its first stop string."""
+        import torch
+        from transformers import StoppingCriteriaList
+
+        ids = self.encode(messages, max_new_tokens)
+        greedy = temperature <= 0
+        n = 1 if greedy else max(1, int(n))
+        input_ids = torch.tensor([ids], device=self.model.device)
+        stops = [s for s in stop if s]
+        gen_kwargs: dict[str, Any] = dict(
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id, do_sample=not greedy,
+            num_return_sequences=n)
+        if stops:
+            gen_kwargs["stopping_criteria"] = StoppingCriteriaList([StopInReply(self.tokenizer, len(ids), stops)])
+        if not greedy:
+            gen_kwargs.update(temperature=temperature, top_p=top_p)
+        start = time.monotonic()
+        with self._lock:
+            if seed is not None:
+                torch.manual_seed(seed)
+            try:
+                with torch.inference_mode():
+                    out = self.model.generate(**gen_kwargs)
+            except (RuntimeError, ValueError) as exc:
+                raise ModelError(f"generation failed: {exc}") from exc
+        specials = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id} - {None}
+        texts, generated = [], 0
+        for row in out:
+            new = [int(t) for t in row[len(ids):]]
+            generated += sum(t not in specials for t in new)
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            cuts = [text.find(s) for s in stops if s in text]
+            texts.append(text[: min(cuts)] if cuts else text)
+        self.last_usage = Usage(len(ids) * n, generated, time.monotonic() - start)
+        return texts

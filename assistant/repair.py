@@ -88,6 +88,8 @@ def stub_from(signature: str, task: str = "", doctests: Iterable[str] = (), *, d
             body.append(">>> " + example)
     if not body:
         return f'{sig}:\n    """"""\n'
+    if body[0].startswith(">>>"):
+        body.insert(0, "")  # an example must start its own line
     rest = "".join("\n" + ("    " + line if line else "") for line in body[1:])
     return f'{sig}:\n    """{body[0]}{rest}\n    """\n'
 

@@ -180,3 +180,79 @@ def test_profiles():
     assert RepairConfig.for_profile("fast", iters=4).iters == 4
     with pytest.raises(Exception, match="profile"):
         RepairConfig.for_profile("turbo")
+
+
+# --- entry points: the agent's tool, /repair, `assistant repair` -----------------------------------------
+
+
+def test_the_agent_calls_the_repair_tool(make_session):
+    from conftest import call
+
+    from assistant.events import Observation
+
+    s = make_session([call("repair", task="Add two numbers.", signature="def add(a: int, b: int) -> int",
+                           doctests=["add(1, 2) == 3"]), WRONG, RIGHT, "Done: add returns a + b."], yes=True)
+    events = list(s.agent.run_turn("write add"))
+    obs = next(e for e in events if isinstance(e, Observation))
+    assert obs.ok and "return a + b" in obs.text and "passes 1/1 examples" in obs.text
+
+
+def test_the_repair_tool_asks_before_running_code(make_session):
+    from conftest import call
+
+    from assistant.events import Observation
+
+    s = make_session([call("repair", task="Add two numbers.", signature="def add(a, b)"), "ok"], approval="never")
+    events = list(s.agent.run_turn("write add"))
+    obs = next(e for e in events if isinstance(e, Observation))
+    assert not obs.ok and len(s.model.received) == 2  # refused: the tool never asked the model for code
+
+
+def test_slash_repair_designs_generates_and_tests(make_session, capsys):
+    design = '```python\ndef double(x: int) -> int:\n    """Double x.\n    >>> double(2)\n    4\n    """\n```'
+    s = make_session([design, "```python\ndef double(x: int) -> int:\n    return x * 2\n```"])
+    text = s.registry.commands["repair"].function("double a number; name it double", s)
+    assert "return x * 2" in text and "passes 1/1 examples" in text
+    assert "designing" in capsys.readouterr().out
+
+
+def _scripted_file(tmp_path, outputs):
+    import json
+
+    path = tmp_path / "model.jsonl"
+    path.write_text("".join(json.dumps(o) + "\n" for o in outputs))
+    return str(path)
+
+
+def test_cli_repair_standalone_script_runs(tmp_path, workspace, capsys):
+    from assistant.cli import main
+
+    model = _scripted_file(tmp_path, [WRONG, RIGHT])
+    code = main(["repair", "--model", f"scripted:{model}", "--workspace", str(workspace),
+                 "--signature", "def add(a: int, b: int) -> int", "--task", "Add two numbers.",
+                 "--doctests", "add(1, 2) == 3", "--candidates", "1", "--standalone"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "passes 1/1 examples" in captured.err
+    script = tmp_path / "add.py"
+    script.write_text(captured.out)
+    done = subprocess.run([sys.executable, str(script), "2", "5"], capture_output=True, text=True, timeout=30)
+    assert done.stdout.strip() == "7"
+
+
+def test_cli_repair_save_profile_writes_the_file_and_fails_when_nothing_passes(tmp_path, workspace, capsys):
+    from assistant.cli import main
+
+    model = _scripted_file(tmp_path, [WRONG, WRONG, WRONG])
+    code = main(["repair", "--model", f"scripted:{model}", "--workspace", str(workspace), "--profile", "save",
+                 "--signature", "def add(a, b)", "--doctests", "add(1, 2) == 3", "--candidates", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "best candidate passes 0/1 examples" in err
+    assert (workspace / "generated" / "add.py").read_text().startswith("def add(")
+
+
+def test_cli_repair_without_a_task_says_what_to_give(workspace, capsys):
+    from assistant.cli import main
+
+    assert main(["repair", "--workspace", str(workspace)]) == 1
+    assert "give --task, --signature or --stub" in capsys.readouterr().err

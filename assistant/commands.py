@@ -384,5 +384,8 @@ def repair(args, settings) -> int:
     else:
         sys.stdout.write(code)
     print(verdict(outcome), file=sys.stderr)
+    if outcome.stopped == "interrupted":
+        print("interrupted: the best candidate so far is above", file=sys.stderr)
+        return 130
     ok = outcome.passed or outcome.stopped in ("not tested", "nothing to test")
     return 0 if ok else 1

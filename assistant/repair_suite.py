@@ -52,11 +52,12 @@ def hidden_checks(asserts: list[str]) -> list[Check]:
     return [Check(f"bool({a})", "True") for a in asserts]
 
 
-def run_suite(model, box, config, *, out=sys.stdout) -> int:
+def run_suite(model, box, config, *, out=None) -> int:
     """Each task through the loop (signature and visible examples given), graded by its hidden asserts."""
     from assistant.doctest_runner import run_checks
     from assistant.repair import Request, solve
 
+    out = out or sys.stdout
     rows, hidden_ok, start = [], 0, time.monotonic()
     for name, task, signature, visible, hidden in SUITE:
         outcome = solve(model, box, Request(task, name, signature, visible), config)

@@ -256,3 +256,59 @@ def test_cli_repair_without_a_task_says_what_to_give(workspace, capsys):
 
     assert main(["repair", "--workspace", str(workspace)]) == 1
     assert "give --task, --signature or --stub" in capsys.readouterr().err
+
+
+# --- the sanity suite ----------------------------------------------------------------------------------
+
+REFERENCE = {
+    "largest": "def largest(xs):\n    return max(xs)\n",
+    "is_ipv4": "def is_ipv4(s):\n    p = s.split('.')\n    return len(p) == 4 and all(x.isdigit() and int(x) <= 255 "
+               "for x in p)\n",
+    "quadratic_roots": "import math\ndef quadratic_roots(a, b, c):\n    d = b * b - 4 * a * c\n    if d < 0:\n"
+                       "        return []\n    r = math.sqrt(d)\n    return sorted([(-b - r) / (2 * a), (-b + r) / (2 * a)])\n",
+    "reverse_words": "def reverse_words(s):\n    return ' '.join(s.split()[::-1])\n",
+    "is_palindrome": "def is_palindrome(s):\n    return s.lower() == s.lower()[::-1]\n",
+    "count_vowels": "def count_vowels(s):\n    return sum(c in 'aeiou' for c in s.lower())\n",
+    "factorial": "import math\ndef factorial(n):\n    return math.factorial(n)\n",
+    "fizzbuzz": "def fizzbuzz(n):\n    return 'FizzBuzz' if n % 15 == 0 else 'Fizz' if n % 3 == 0 else 'Buzz' "
+                "if n % 5 == 0 else str(n)\n",
+    "mean": "def mean(xs):\n    return sum(xs) / len(xs)\n",
+    "celsius_to_fahrenheit": "def celsius_to_fahrenheit(c):\n    return c * 9 / 5 + 32\n",
+}
+
+
+def test_the_sanity_suite_is_right_about_reference_solutions(box):
+    from assistant.repair_suite import SUITE, hidden_checks
+
+    assert len(SUITE) == 10 and set(REFERENCE) == {t[0] for t in SUITE}
+    for name, task, signature, visible, hidden in SUITE:
+        spec = Spec.from_stub(stub_from(signature, task, visible))
+        assert len(spec.checks) == len(visible), name
+        assert visible_tester(spec, box)(REFERENCE[name]).ok, name
+        assert run_checks(REFERENCE[name], hidden_checks(hidden), fn=name, box=box).ok, name
+        wrong = f"def {name}(*args):\n    return None\n"
+        assert not run_checks(wrong, hidden_checks(hidden), fn=name, box=box).ok, name
+
+
+def test_run_suite_grades_with_the_hidden_asserts(box, monkeypatch, capsys):
+    from assistant import repair_suite
+
+    monkeypatch.setattr(repair_suite, "SUITE", repair_suite.SUITE[:2])
+    # largest: right at once. is_ipv4: passes the visible examples but not the hidden ones (no digit check).
+    cheat = "```python\ndef is_ipv4(s):\n    p = s.split('.')\n    return len(p) == 4 and '256' not in s\n```"
+    model = ScriptedModel([f"```python\n{REFERENCE['largest']}```", cheat])
+    assert repair_suite.run_suite(model, box, RepairConfig(candidates=1, iters=0)) == 1
+    out = capsys.readouterr().out
+    assert "largest" in out and "1/2 tasks pass their hidden tests" in out
+    row = next(line for line in out.splitlines() if line.startswith("is_ipv4"))
+    assert row.split()[1:3] == ["3/3", "3/4"]
+
+
+def test_ctrl_c_during_repair_keeps_the_best_candidate_so_far(tmp_path, workspace, capsys):
+    from assistant.cli import main
+
+    model = _scripted_file(tmp_path, [HALF, {"text": "```python\ndef add(", "raise": "KeyboardInterrupt"}])
+    code = main(["repair", "--model", f"scripted:{model}", "--workspace", str(workspace),
+                 "--signature", "def add(a: int, b: int) -> int", "--doctests", "add(1, 2) == 3", "add(2, 2) == 4"])
+    captured = capsys.readouterr()
+    assert code == 130 and "return 4" in captured.out and "interrupted" in captured.err

@@ -19,6 +19,7 @@ HARNESS = r'''
 import ast, contextlib, io, json, math, signal, sys, traceback
 payload = json.loads(sys.stdin.buffer.read().decode("utf-8"))
 mark, code, fn, per_check = payload["mark"], payload["code"], payload["fn"], payload["per_check"]
+offset = payload.get("offset", 0)  # lines put in front of the candidate (its stub): not counted in messages
 lines = code.splitlines()
 out = sys.__stdout__
 
@@ -39,7 +40,8 @@ signal.signal(signal.SIGALRM, on_alarm)
 def where(exc):
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
         if frame.filename == "<candidate>" and frame.lineno and frame.lineno <= len(lines):
-            return f" (line {frame.lineno}: {lines[frame.lineno - 1].strip()[:120]})"
+            return f" (line {frame.lineno - offset if frame.lineno > offset else frame.lineno}: " \
+                   f"{lines[frame.lineno - 1].strip()[:120]})"
     return ""
 
 def describe(exc):
@@ -47,7 +49,8 @@ def describe(exc):
         return f"timed out after {per_check:g}s (an endless loop?)"
     if isinstance(exc, SyntaxError):
         text = (exc.text or "").strip()[:120]
-        return f"SyntaxError: {exc.msg} (line {exc.lineno}: {text})" if text else f"SyntaxError: {exc.msg}"
+        line = exc.lineno - offset if exc.lineno and exc.lineno > offset else exc.lineno
+        return f"SyntaxError: {exc.msg} (line {line}: {text})" if text else f"SyntaxError: {exc.msg}"
     msg = str(exc)[:300]
     return f"{type(exc).__name__}: {msg}{where(exc)}" if msg else f"{type(exc).__name__}{where(exc)}"
 
@@ -65,6 +68,8 @@ def same(got, want_text, printed):
     except Exception:
         text = want_text.strip()
         return text in (repr(got), str(got)) or (got is None and printed.strip() == text)
+    if got is None and want is None:
+        return True
     if got is None and printed.strip():
         try:
             got = ast.literal_eval(printed.strip())
@@ -177,12 +182,15 @@ class TestReport:
 
 
 def run_checks(code: str, checks: list[Check], *, fn: str | None, box, timeout: float = 10.0,
-               per_check: float = 3.0, cwd: str | None = None) -> TestReport:
-    """Run `code` then each check in a fresh sandboxed interpreter; never raises for what the code does."""
+               per_check: float = 3.0, cwd: str | None = None, prelude: str = "") -> TestReport:
+    """Run `prelude` + `code` then each check in a fresh sandboxed interpreter (isolated mode: the workspace's
+    own modules cannot shadow the harness's); never raises for what the code does. Line numbers in messages
+    count from the start of `code`."""
     mark = "@@checks-" + secrets.token_hex(8) + "@@"
-    payload = json.dumps({"mark": mark, "code": code, "fn": fn, "per_check": per_check,
-                          "checks": [c.to_dict() for c in checks]})
-    result = box.run([sys.executable, "-E", "-s", "-c", HARNESS], cwd=cwd or str(box.workspace), timeout=timeout,
+    program = prelude + code
+    payload = json.dumps({"mark": mark, "code": program, "fn": fn, "per_check": per_check,
+                          "offset": prelude.count("\n"), "checks": [c.to_dict() for c in checks]})
+    result = box.run([sys.executable, "-I", "-c", HARNESS], cwd=cwd or str(box.workspace), timeout=timeout,
                      stdin=payload.encode("utf-8"), max_output=256 * 1024, warm=True)
     report = TestReport(total=len(checks), seconds=result.seconds)
     found = result.stdout.rfind(mark)

@@ -139,7 +139,7 @@ def _is_value(node: ast.AST) -> bool:
 def call_checks(text: str, fn: str) -> list[Check]:
     """Calls of `fn` written out in prose with the value they should give."""
     checks = []
-    for m in re.finditer(r"(?<![\w.])" + re.escape(fn) + r"\s*\(", text):
+    for m in re.finditer(r"(?<![\w.])(?<!def )" + re.escape(fn) + r"\s*\(", text):
         end = _balanced(text, m.end() - 1)
         if end is None:
             continue

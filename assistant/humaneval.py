@@ -12,6 +12,7 @@ resumes where it stopped. The run folder is named by the settings, so a differen
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -23,9 +24,9 @@ from pathlib import Path
 from assistant.doctest_runner import run_checks
 from assistant.errors import AssistantError
 from assistant.examples import Check, extract_checks
-from assistant.repair import RepairConfig, RepairLoop, Spec, visible_tester
+from assistant.repair import RepairConfig, RepairLoop, Spec, undefined, visible_tester
 
-VERSION = 1  # bump when prompts or the loop change, so old results are not mixed with new ones
+VERSION = 2  # bump when prompts or the loop change, so old results are not mixed with new ones
 
 GRADER = r'''
 import json, sys
@@ -74,9 +75,12 @@ def leaky_tester(problem: dict, box, *, timeout: float = 10.0):
     fn = problem["entry_point"]
     check = Check(f"check({fn})", "None")
 
-    def test(code: str) -> TestReport:
-        program = problem["prompt"].rstrip() + "\n\n" + code + "\n\n" + problem["test"]
-        return run_checks(program, [check], fn=fn, box=box, timeout=timeout)
+    def test(code: str):
+        missing = undefined(code, fn, 1)
+        if missing:
+            return missing
+        return run_checks(code + "\n\n" + problem["test"], [check], fn=fn, box=box, timeout=timeout,
+                          prelude=problem["prompt"].rstrip() + "\n\n")
 
     return test
 
@@ -142,22 +146,25 @@ def task_file(run_dir: Path, task_id: str) -> Path:
     return run_dir / "tasks" / (task_id.replace("/", "_") + ".json")
 
 
-def _claim(path: Path) -> bool:
-    """Another process on the same run folder may hold this task; a claim by a dead process is taken over."""
-    lock = path.with_suffix(".lock")
+def _claim(path: Path) -> int | None:
+    """Lock a task for this process (another process may share the run folder): an flock on its .lock file,
+    which the kernel releases if the process dies. Returns the descriptor, or None when another process holds
+    the task or has finished it."""
+    fd = os.open(path.with_suffix(".lock"), os.O_CREAT | os.O_WRONLY, 0o644)
     try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        try:
-            pid = int(lock.read_text() or 0)
-            os.kill(pid, 0)
-            return False
-        except (ValueError, ProcessLookupError, PermissionError, FileNotFoundError):
-            lock.unlink(missing_ok=True)
-            return _claim(path)
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
-    return True
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    if path.exists():  # finished while we waited for the lock
+        _release(path, fd)
+        return None
+    return fd
+
+
+def _release(path: Path, fd: int) -> None:
+    path.with_suffix(".lock").unlink(missing_ok=True)
+    os.close(fd)
 
 
 def run_task(problem: dict, model, box, cfg: BenchConfig) -> dict:
@@ -281,12 +288,14 @@ def bench_humaneval(settings, cfg: BenchConfig, *, out=None, runs_root: Path | N
           f"(model {model.name}, candidates {cfg.candidates}, iters {cfg.iters})", file=out, flush=True)
     from tqdm import tqdm
 
-    interrupted = False
+    interrupted, skipped = False, 0
     bar = tqdm(total=len(ids), initial=len(ids) - len(todo), unit="task", file=sys.stderr, dynamic_ncols=True)
     try:
         for task_id in todo:
             path = task_file(run_dir, task_id)
-            if path.exists() or not _claim(path):
+            lock = None if path.exists() else _claim(path)
+            if lock is None:
+                skipped += 1
                 continue
             try:
                 record = run_task(probs[task_id], model, box, cfg)
@@ -294,7 +303,7 @@ def bench_humaneval(settings, cfg: BenchConfig, *, out=None, runs_root: Path | N
                 tmp.write_text(json.dumps(record, indent=1))
                 os.replace(tmp, path)
             finally:
-                path.with_suffix(".lock").unlink(missing_ok=True)
+                _release(path, lock)
             done = [r for r in load_results(run_dir) if r["task_id"] in ids]
             s = summarize(done, len(ids))
             bar.set_postfix_str(f"raw {s['raw']} agent {s['agent']}")
@@ -316,4 +325,8 @@ def bench_humaneval(settings, cfg: BenchConfig, *, out=None, runs_root: Path | N
     if interrupted:
         print(f"interrupted: {s['done']}/{len(ids)} done; run the same command again to resume", file=out)
         return 130
+    if s["done"] < len(ids):
+        print(f"{len(ids) - s['done']} tasks are still running in another process ({skipped} skipped here); "
+              "run the same command again when it ends", file=out)
+        return 1
     return 0

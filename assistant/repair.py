@@ -259,9 +259,25 @@ def visible_tester(spec: Spec, box, *, timeout: float = 10.0) -> Tester:
     helpers; the candidate's definition replaces the stub's)."""
 
     def test(code: str) -> TestReport:
-        return run_checks(spec.code.rstrip() + "\n\n" + code, spec.checks, fn=spec.fn, box=box, timeout=timeout)
+        missing = undefined(code, spec.fn, len(spec.checks))
+        if missing:
+            return missing
+        return run_checks(code, spec.checks, fn=spec.fn, box=box, timeout=timeout,
+                          prelude=spec.code.rstrip() + "\n\n")
 
     return test
+
+
+def undefined(code: str, fn: str, total: int = 0) -> TestReport | None:
+    """A report saying the candidate does not define `fn` itself (the stub in front of it would otherwise
+    stand in for it), or None when it does."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return None  # the runner reports the syntax error with its line
+    if any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == fn for n in tree.body):
+        return None
+    return TestReport(total=total, error=f"NameError: the reply defines no function named {fn}")
 
 
 def seed_for(spec: Spec, stage: str, round_: int) -> int:
@@ -304,12 +320,12 @@ class RepairLoop:
             return finish("not tested")
         try:
             self._test(attempts)
-            if not best.report.total and best.report.runs:
+            if not best.report.total:
                 self.log("no examples to test against: keeping the first candidate that runs")
-                return finish("nothing to test")
-            self.log(f"first candidate: {self._said(best)}")
-            if best.report.ok:
-                return finish("passed")
+            else:
+                self.log(f"first candidate: {self._said(best)}")
+            if self._done(best):
+                return finish(self._done(best))
             if cfg.candidates > 1:
                 self.log(f"sampling {cfg.candidates - 1} more candidates")
                 more = self._draw(spec, task_prompt(spec), "sample", 0, cfg.candidates - 1, cfg.temperature)
@@ -317,8 +333,8 @@ class RepairLoop:
                 attempts += more
                 best = self._best(attempts)
                 self.log(f"best of {len(attempts)}: {self._said(best)}")
-                if best.report.ok:
-                    return finish("passed")
+                if self._done(best):
+                    return finish(self._done(best))
             seen: set[str] = set()
             last = best.report.signature()
             for round_ in range(1, cfg.iters + 1):
@@ -337,12 +353,20 @@ class RepairLoop:
                 best = self._best(attempts)
                 last = new[0].report.signature()
                 self.log(f"round {round_}: {self._said(new[0])}")
-                if best.report.ok:
-                    return finish("passed")
+                if self._done(best):
+                    return finish(self._done(best))
             return finish("iterations spent")
         except KeyboardInterrupt:
             best = self._best(attempts)
             return finish("interrupted")
+
+    @staticmethod
+    def _done(best: Attempt) -> str | None:
+        """Why to stop now: every example passes, or there are none and the code runs; else None."""
+        r = best.report
+        if r is None or not r.ok:
+            return None
+        return "passed" if r.total else "nothing to test"
 
     @staticmethod
     def _best(attempts: list[Attempt]) -> Attempt:

@@ -33,6 +33,24 @@ class Model(Protocol):
         ...
 
 
+def find_stop(text: str, stops: Iterable[str]) -> int | None:
+    """Where the first stop string starts in `text`, or None. A stop string that is a code fence ("\\n```")
+    marks the end of a code block, so the fence that opens the block does not count: a reply that begins with
+    "Here is the fix:" and then opens ```python is not cut at its opening fence."""
+    hits = []
+    for stop in stops:
+        if not stop:
+            continue
+        if stop.lstrip("\n").startswith("```"):
+            opened = text.find("```")
+            at = text.find(stop, opened + 3) if opened >= 0 else -1
+        else:
+            at = text.find(stop)
+        if at >= 0:
+            hits.append(at)
+    return min(hits) if hits else None
+
+
 def cut_at_stops(pieces: Iterable[str], stop: Iterable[str]) -> Iterator[str]:
     """Pass text through until a stop string appears (the stop string itself is not yielded)."""
     stops = [s for s in stop if s]
@@ -40,24 +58,22 @@ def cut_at_stops(pieces: Iterable[str], stop: Iterable[str]) -> Iterator[str]:
         yield from pieces
         return
     hold = max(len(s) for s in stops) - 1
-    buffer = ""
+    seen, sent = "", 0
     for piece in pieces:
-        buffer += piece
-        hits = [buffer.find(s) for s in stops if s in buffer]
-        if hits:
-            head = buffer[: min(hits)]
-            if head:
-                yield head
+        seen += piece
+        at = find_stop(seen, stops)
+        if at is not None:
+            if at > sent:
+                yield seen[sent:at]
             close = getattr(pieces, "close", None)
             if close:
                 close()
             return
-        if len(buffer) > hold:
-            cut = len(buffer) - hold
-            yield buffer[:cut]
-            buffer = buffer[cut:]
-    if buffer:
-        yield buffer
+        if len(seen) - hold > sent:
+            yield seen[sent:len(seen) - hold]
+            sent = len(seen) - hold
+    if len(seen) > sent:
+        yield seen[sent:]
 
 
 class LazyModel:

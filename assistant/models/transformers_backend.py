@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 
 from assistant.errors import ModelError
 from assistant.home import models_dir
-from assistant.models import Usage, cut_at_stops
+from assistant.models import Usage, cut_at_stops, find_stop
 
 log = logging.getLogger("assistant.models")
 
@@ -87,7 +87,8 @@ def _stop_in_reply_class():
 
     class StopInReply(StoppingCriteria):
         """Per sequence: stop once a stop string appears in the generated text (transformers' own stop_strings
-        also matches across the prompt's end, so a reply opening with ``` would stop at once on "\\n```")."""
+        also match across the prompt's end, so a reply opening with ``` would stop at once on "\\n```"; and
+        find_stop does not take the fence that opens a block for its end)."""
 
         def __init__(self, tokenizer, prompt_len: int, stops: list[str]):
             self.tokenizer, self.prompt_len, self.stops = tokenizer, prompt_len, stops
@@ -96,7 +97,7 @@ def _stop_in_reply_class():
             done = []
             for row in input_ids:
                 text = self.tokenizer.decode(row[self.prompt_len:], skip_special_tokens=True)
-                done.append(any(s in text for s in self.stops))
+                done.append(find_stop(text, self.stops) is not None)
             return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
     return StopInReply
@@ -277,7 +278,7 @@ class TransformersModel:
             new = [int(t) for t in row[len(ids):]]
             generated += sum(t not in specials for t in new)
             text = self.tokenizer.decode(new, skip_special_tokens=True)
-            cuts = [text.find(s) for s in stops if s in text]
-            texts.append(text[: min(cuts)] if cuts else text)
+            at = find_stop(text, stops)
+            texts.append(text if at is None else text[:at])
         self.last_usage = Usage(len(ids) * n, generated, time.monotonic() - start)
         return texts

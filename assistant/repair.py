@@ -70,7 +70,9 @@ def stub_from(signature: str, task: str = "", doctests: Iterable[str] = (), *, d
     sig = signature.strip().rstrip(":")
     if not sig.startswith("def "):
         sig = "def " + sig
-    body = [line for line in textwrap.wrap(task.strip(), 100)] if task.strip() else []
+    # The task goes inside a docstring: its backslashes and triple quotes must not end or break it.
+    safe = task.strip().replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    body = [line for line in textwrap.wrap(safe, 100)] if safe else []
     tail = [line.rstrip() for line in doc_tail]
     if tail and body:
         body.append("")
@@ -81,17 +83,29 @@ def stub_from(signature: str, task: str = "", doctests: Iterable[str] = (), *, d
             continue
         if example.startswith(">>>"):
             body.extend(example.splitlines())
-        elif "==" in example:  # "f(1) == 2" -> ">>> f(1)\n2"
-            call, want = example.split("==", 1)
-            body.extend([">>> " + call.strip(), want.strip()])
         else:
-            body.append(">>> " + example)
+            compared = _equality(example)
+            if compared:  # "f(1) == 2" -> ">>> f(1)" then "2"
+                body.extend([">>> " + compared[0], compared[1]])
+            else:
+                body.append(">>> " + example)
     if not body:
         return f'{sig}:\n    """"""\n'
     if body[0].startswith(">>>"):
         body.insert(0, "")  # an example must start its own line
     rest = "".join("\n" + ("    " + line if line else "") for line in body[1:])
     return f'{sig}:\n    """{body[0]}{rest}\n    """\n'
+
+
+def _equality(example: str) -> tuple[str, str] | None:
+    """("f('a==b')", "True") from "f('a==b') == True"; None unless it is one == comparison."""
+    try:
+        node = ast.parse(example, mode="eval").body
+    except SyntaxError:
+        return None
+    if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.Eq):
+        return ast.get_source_segment(example, node.left), ast.get_source_segment(example, node.comparators[0])
+    return None
 
 
 # --- settings ------------------------------------------------------------------------------------------
@@ -274,7 +288,9 @@ def undefined(code: str, fn: str, total: int = 0) -> TestReport | None:
     try:
         tree = ast.parse(code)
     except SyntaxError:
-        return None  # the runner reports the syntax error with its line
+        if re.search(rf"^\s*(async\s+)?def\s+{re.escape(fn)}\s*\(", code, re.M):
+            return None  # the runner reports the syntax error with its line
+        return TestReport(total=total, error=f"NameError: the reply defines no function named {fn}")
     if any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == fn for n in tree.body):
         return None
     return TestReport(total=total, error=f"NameError: the reply defines no function named {fn}")
@@ -388,94 +404,112 @@ class RepairLoop:
 MODES = ("function", "imports", "standalone")
 
 
-def _top_level(code: str) -> tuple[list[str], list[str]]:
-    """(import statements, function and class definitions) of a module, as source text."""
+def _top_level(code: str, *, skip: str | None = None) -> tuple[list[str], list[str]]:
+    """(import statements, definitions: functions, classes and module-level assignments) of a module, as
+    source text; `skip` leaves out the function of that name."""
     try:
         tree = ast.parse(code)
     except SyntaxError:
         return [], [code.rstrip()]
+    lines = code.splitlines()
     imports, defs = [], []
     for node in tree.body:
-        segment = ast.get_source_segment(code, node, padded=False)
-        if segment is None:
-            continue
+        start = min([d.lineno for d in getattr(node, "decorator_list", [])] + [node.lineno])
+        segment = "\n".join(lines[start - 1: node.end_lineno])
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             imports.append(segment)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            start = min([d.lineno for d in node.decorator_list] + [node.lineno])
-            defs.append("\n".join(code.splitlines()[start - 1: node.end_lineno]))
+            if node.name != skip:
+                defs.append(segment)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            defs.append(segment)
     return imports, defs
 
 
+def _ordered_imports(imports: list[str]) -> list[str]:
+    unique = list(dict.fromkeys(imports))
+    return [i for i in unique if i.startswith("from __future__")] + \
+        [i for i in unique if not i.startswith("from __future__")]
+
+
 def clean_docstring(code: str, fn: str) -> str:
-    """Drop the doctest examples (>>> lines and their results) from fn's docstring; keep the prose."""
+    """Drop the doctest examples (>>> lines and the results below them) from fn's docstring, editing the source
+    lines themselves (quotes, escapes and indentation stay as written); the code unchanged if that fails."""
     tree = ast.parse(code)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef) and node.name == fn and node.body:
-            first = node.body[0]
-            if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
-                    and isinstance(first.value.value, str)):
-                return code
-            doc = ast.get_docstring(node) or ""
-            kept, skipping = [], False
-            for line in doc.splitlines():
-                if line.strip().startswith(">>>"):
-                    skipping = True
-                    continue
-                if skipping and line.strip():
-                    continue  # the expected result of an example
-                skipping = False
-                kept.append(line)
-            while kept and not kept[-1].strip():
-                kept.pop()
-            indent = " " * (node.col_offset + 4)
-            lines = code.splitlines()
-            text = '"""' + "\n".join((indent + k if k.strip() else "") if i else k for i, k in enumerate(kept))
-            text += ('\n' + indent if len(kept) > 1 else "") + '"""'
-            new = lines[: first.lineno - 1] + [indent + text] + lines[first.end_lineno:]
-            return "\n".join(new) + "\n"
-    return code
+    node = next((n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                 and n.name == fn), None)
+    if node is None or not node.body:
+        return code
+    first = node.body[0]
+    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)):
+        return code
+    lines = code.splitlines()
+    head, tail = first.lineno - 1, first.end_lineno - 1  # the lines holding the opening and closing quotes
+    kept, in_example = [], False
+    for i in range(head + 1, tail):
+        stripped = lines[i].strip()
+        if stripped.startswith(">>>"):
+            in_example = True
+            continue
+        if in_example and stripped:
+            continue  # the example's expected result
+        in_example = False
+        kept.append(lines[i])
+    while kept and not kept[-1].strip():
+        kept.pop()
+    new = lines[: head + 1] + kept + lines[tail:]
+    text = "\n".join(new) + "\n"
+    try:
+        ast.parse(text)
+    except SyntaxError:
+        return code
+    return text
 
 
 def cli_block(code: str, fn: str) -> str:
-    """An argparse command line for fn: one positional per parameter, values read as Python literals."""
+    """An argparse command line for fn: positionals for its parameters (optional when they have defaults,
+    any number for *args), --options for keyword-only ones; values read as Python literals, else as text."""
     tree = ast.parse(code)
-    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == fn)
-    params = [a.arg for a in node.args.posonlyargs + node.args.args]
-    doc = (ast.get_docstring(node) or fn).strip().splitlines()[0]
-    lines = [
-        "",
-        "",
-        "def _value(text):",
-        "    try:",
-        "        return ast.literal_eval(text)",
-        "    except (ValueError, SyntaxError):",
-        "        return text",
-        "",
-        "",
-        "def main(argv=None):",
-        f"    parser = argparse.ArgumentParser(description={doc!r})",
-    ]
-    for p in params:
-        lines.append(f"    parser.add_argument({p!r}, type=_value, help='a Python literal or plain text')")
-    lines += [
-        "    args = parser.parse_args(argv)",
-        f"    print({fn}({', '.join('args.' + p for p in params)}))",
-        "",
-        "",
-        'if __name__ == "__main__":',
-        "    main()",
-    ]
+    node = next(n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == fn)
+    a = node.args
+    positional = a.posonlyargs + a.args
+    defaults = [None] * (len(positional) - len(a.defaults)) + list(a.defaults)
+    doc = ((ast.get_docstring(node) or fn).strip().splitlines() or [fn])[0]
+    lines = ["", "", "def _cli_value(text):", "    try:", "        return ast.literal_eval(text)",
+             "    except (ValueError, SyntaxError):", "        return text", "", "",
+             "def _cli_main(argv=None):", f"    parser = argparse.ArgumentParser(description={doc!r})"]
+    call = []
+    for arg, default in zip(positional, defaults):
+        extra = "" if default is None else f", nargs='?', default={ast.unparse(default)}"
+        lines.append(f"    parser.add_argument({arg.arg!r}, type=_cli_value{extra}, help='a Python literal or text')")
+        call.append(f"args.{arg.arg}")
+    if a.vararg:
+        lines.append(f"    parser.add_argument({a.vararg.arg!r}, type=_cli_value, nargs='*')")
+        call.append(f"*args.{a.vararg.arg}")
+    for arg, default in zip(a.kwonlyargs, a.kw_defaults):
+        extra = ", required=True" if default is None else f", default={ast.unparse(default)}"
+        lines.append(f"    parser.add_argument('--{arg.arg.replace('_', '-')}', dest={arg.arg!r}, type=_cli_value{extra})")
+        call.append(f"{arg.arg}=args.{arg.arg}")
+    run = f"{fn}({', '.join(call)})"
+    if isinstance(node, ast.AsyncFunctionDef):
+        run = f"asyncio.run({run})"
+    lines += ["    args = parser.parse_args(argv)", f"    print({run})", "", "",
+              'if __name__ == "__main__":', "    _cli_main()"]
     return "\n".join(lines) + "\n"
 
 
 def render(code: str, spec: Spec, *, mode: str = "function", clean_doc: bool = False) -> str:
-    """The result as the user asked for it: the function (with helpers it defined), the same with its imports,
-    or a runnable script with a command line."""
+    """The result as the user asked for it: the function (with the helpers and constants it defined), the same
+    with its imports, or a runnable script with a command line."""
     if mode not in MODES:
         raise RepairError(f"unknown output mode {mode!r}")
     imports, defs = _top_level(code)
-    stub_imports, _ = _top_level(spec.code)
+    try:
+        ast.parse(spec.code)
+        stub_imports, stub_defs = _top_level(spec.code, skip=spec.fn)
+    except SyntaxError:
+        stub_imports, stub_defs = [], []
     body = "\n\n\n".join(defs) + "\n"
     if clean_doc:
         try:
@@ -484,16 +518,21 @@ def render(code: str, spec: Spec, *, mode: str = "function", clean_doc: bool = F
             pass
     if mode == "function":
         return body
-    wanted = list(dict.fromkeys(stub_imports + imports))
-    if mode == "standalone":
-        wanted = list(dict.fromkeys(["import argparse", "import ast"] + wanted))
-        head = "#!/usr/bin/env python3\n" + (f'"""{spec.task.strip()}"""\n\n' if spec.task.strip() else "")
-        text = head + "\n".join(wanted) + "\n\n\n" + body
-        try:
-            return text + cli_block(body, spec.fn)
-        except (StopIteration, SyntaxError):
-            return text
-    return ("\n".join(wanted) + "\n\n\n" if wanted else "") + body
+    wanted = stub_imports + imports
+    if mode == "imports":
+        return ("\n".join(_ordered_imports(wanted)) + "\n\n\n" if wanted else "") + body
+    # standalone: the stub's own helpers too (the function may call them), then a command line.
+    needs = ["import argparse", "import ast"] + (["import asyncio"] if f"async def {spec.fn}(" in body else [])
+    wanted = _ordered_imports(wanted + needs)
+    head = "#!/usr/bin/env python3\n"
+    if spec.task.strip():
+        head += "".join(f"# {line}\n" for line in textwrap.wrap(spec.task.strip(), 100)) + "\n"
+    helpers = [d for d in stub_defs if d not in defs]
+    text = head + "\n".join(wanted) + "\n\n\n" + ("\n\n\n".join(helpers) + "\n\n\n" if helpers else "") + body
+    try:
+        return text + cli_block(body, spec.fn)
+    except (StopIteration, SyntaxError):
+        return text
 
 
 # --- one request, from any entry point -----------------------------------------------------------------

@@ -107,13 +107,20 @@ def test_bench_writes_results_resumes_and_labels_leaky(tmp_path, workspace, caps
     assert done == ["HumanEval_0.json"]
     first = json.loads((run_dir / "tasks" / "HumanEval_0.json").read_text())
     assert first["raw"]["passed"] and first["agent"]["passed"] and first["tokens"] > 0
-    # The rerun resumes at task 1: task 0 is not generated again (the scripted model holds outputs for task 1 only).
+    # The rerun resumes at task 1: task 0 is not run again (its file stays as it was; and with the generation
+    # cache gone, the scripted model holds outputs for task 1 only, so running task 0 would fail).
+    written = (run_dir / "tasks" / "HumanEval_0.json").stat().st_mtime_ns
+    (runs / "generations.jsonl").unlink()
     wrong1b = "```python\ndef separate_paren_groups(paren_string):\n    return ['()']\n```"
     model.write_text(json.dumps(wrong1) + "\n" + json.dumps(wrong1b) + "\n")
     capsys.readouterr()
     assert bench_humaneval(settings, cfg, runs_root=runs, command="test") == 0
     out = capsys.readouterr().out
     assert "| raw (first greedy candidate) | 1/2 | 50.0% |" in out and "| agent (after the loop) | 1/2 |" in out
+    assert (run_dir / "tasks" / "HumanEval_0.json").stat().st_mtime_ns == written
+    task1 = json.loads((run_dir / "tasks" / "HumanEval_1.json").read_text())
+    # Both fail the one visible example: the first (greedy) candidate stays.
+    assert task1["candidates_tried"] == 2 and "return []" in task1["agent"]["code"]
     assert (run_dir / "chart.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((run_dir / "summary.json").read_text())["done"] == 2
     # --leaky: its own run folder, and every output says so.

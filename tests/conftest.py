@@ -14,6 +14,17 @@ from assistant.models.scripted import ScriptedModel
 SHARED_MODELS = Path(os.environ.get("ASSISTANT_TEST_MODELS_DIR", Path.home() / ".cache" / "assistant-test" / "models"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def interruptible():
+    """The Ctrl-C tests send SIGINT to this process; a shell that starts jobs in the background (nohup, `&` in a
+    script) leaves SIGINT ignored, which would make them fail for a reason that is not ours."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("home")

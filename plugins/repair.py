@@ -45,8 +45,6 @@ def repair_command(args: str, session) -> str:
     """/repair TASK: build a function for TASK with the session's model, testing it in the sandbox."""
     if not args.strip():
         return "usage: /repair TASK (e.g. /repair return the largest of a list of numbers; name it largest)"
-    from assistant.repair import RepairConfig
-
     lines: list[str] = []
     config = RepairConfig.for_profile("fast", design=True, max_new_tokens=min(session.settings.max_new_tokens, 320))
     if session.settings.approval == "never":  # generated code does not run, not even in the sandbox

@@ -9,6 +9,7 @@ from typing import Iterator
 
 from assistant import prompts
 from assistant.errors import AssistantError, FormatError
+from assistant.grammar import ToolGrammar, answer_text, parse_constrained
 from assistant.events import Answer, Error, Event, Meta, Observation, Token, ToolCall
 from assistant.text import clean_text
 from assistant.toolcalls import Call, first_call_end, parse_tool_calls
@@ -61,6 +62,7 @@ class Agent:
             self.messages.append(prompts.system_message(tools, self.context.workspace.root.as_posix(),
                                                         self.notes, self.settings.system_prompt))
         self.messages += prompts.few_shot(tools)
+        self.grammar = ToolGrammar(tools) if tools else None
         self.turns = 0
         self._last: Event | None = None
 
@@ -78,10 +80,12 @@ class Agent:
         s = self.settings
         try:
             for _step in range(s.max_steps):
-                output = yield from self._generate()
+                constrained = self._constrained()
+                output = yield from self._generate(constrained)
                 self.messages.append({"role": "assistant", "content": output})
                 try:
-                    calls = parse_tool_calls(output, self.registry.tools)
+                    parse = parse_constrained if constrained else parse_tool_calls
+                    calls = parse(output, self.registry.tools)
                 except FormatError as exc:
                     format_errors += 1
                     yield self._emit(Observation("format", f"Error: {exc}", ok=False))
@@ -93,7 +97,7 @@ class Agent:
                     continue
                 if not calls:
                     # Small models sometimes echo the loop's own instruction; it is never part of an answer.
-                    answer = output.replace(prompts.FINAL_MARK, "").strip()
+                    answer = answer_text(output).replace(prompts.FINAL_MARK, "").strip()
                     if not answer:
                         yield self._emit(Error("the model gave an empty answer"))
                         return
@@ -141,12 +145,16 @@ class Agent:
         yield self._emit(Meta("interrupted", {"turn": self.turns}))
         yield self._emit(Error("interrupted"))
 
-    def _generate(self) -> Iterator[Event]:
+    def _constrained(self) -> bool:
+        """Decode under the tool grammar? When --constrain is on and the backend applies grammars."""
+        return bool(self.settings.constrain and self.grammar and getattr(self.model, "supports_grammar", False))
+
+    def _generate(self, constrained: bool = False) -> Iterator[Event]:
         """Stream one model reply, yielding Token events; stops early once a complete tool call is out."""
         s = self.settings
         started, pieces = time.monotonic(), []
         stream = self.model.stream(self.messages, max_new_tokens=s.max_new_tokens, stop=STOP,
-                                   temperature=s.temperature)
+                                   temperature=s.temperature, grammar=self.grammar if constrained else None)
         try:
             for piece in stream:
                 pieces.append(piece)
@@ -167,9 +175,10 @@ class Agent:
                 close()
             output = "".join(pieces)
             usage = getattr(self.model, "last_usage", None)
-            data = {"text": output, "seconds": round(time.monotonic() - started, 4)}
+            data = {"text": output, "seconds": round(time.monotonic() - started, 4), "constrained": constrained}
             if usage:
-                data.update(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                data.update(prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens,
+                            completion_tokens=usage.completion_tokens,
                             tokens_per_second=round(usage.tokens_per_second, 2),
                             first_token_seconds=usage.first_token_seconds)
             self._emit(Meta("model_output", data))

@@ -69,6 +69,18 @@ def _model_flags(p: argparse.ArgumentParser, default: Any = None) -> None:
     g.add_argument("--context-window", type=int, metavar="N", help="tokens; longer prompts are cut, with a warning", **d)
     g.add_argument("--max-new-tokens", type=int, metavar="N", **d)
     g.add_argument("--temperature", type=float, metavar="T", help="0 = greedy (default)", **d)
+    g.add_argument("--constrain", dest="constrain", action="store_const", const=True,
+                   help="decode under the tool-call grammar: every reply is a plain answer or one valid tool call "
+                        "(default on; in-process and llama.cpp models, servers per --server-grammar)", **d)
+    g.add_argument("--no-constrain", dest="constrain", action="store_const", const=False,
+                   help="free decoding; tool calls are found by the tolerant parser", **d)
+    g.add_argument("--decoder", choices=Settings.CHOICES["decoder"],
+                   help="in-process decoding: auto = the lean loop with a prefix cache where the architecture "
+                        "allows (Llama, Mistral, Qwen2), generate = transformers' generate()", **d)
+    g.add_argument("--server-grammar", choices=Settings.CHOICES["server_grammar"],
+                   help="how an OpenAI-compatible server is asked to follow the grammar: gbnf (llama.cpp "
+                        "server), vllm (structured outputs), json (response_format json_schema), off; auto picks "
+                        "by what /models says the server is", **d)
     g.add_argument("--enable-thinking", dest="enable_thinking", action="store_const", const=True, **d)
     g.add_argument("--disable-thinking", dest="enable_thinking", action="store_const", const=False, **d)
     a = p.add_argument_group("agent")

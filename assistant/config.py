@@ -36,6 +36,9 @@ class Settings:
     max_new_tokens: int = 384
     enable_thinking: bool | None = None
     temperature: float = 0.0
+    constrain: bool = True
+    decoder: str = "auto"
+    server_grammar: str = "auto"
     request_timeout: float = 120.0
     max_actions_per_turn: int = 1
     max_steps: int = 8
@@ -51,7 +54,8 @@ class Settings:
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     # "sandbox" mirrors assistant.sandbox.POLICIES (not imported here: it loads ctypes; a test keeps them equal).
-    CHOICES = {"quantization": ("none", "8bit", "4bit"), "approval": ("ask", "auto", "never"),
+    CHOICES = {"quantization": ("none", "8bit", "4bit"), "decoder": ("auto", "generate"),
+               "server_grammar": ("auto", "gbnf", "vllm", "json", "off"), "approval": ("ask", "auto", "never"),
                "sandbox": ("auto", "bwrap", "unshare", "weak", "rlimits")}
     SECRET = ("api_key",)
     MINIMUM = {"max_new_tokens": 1, "max_actions_per_turn": 1, "max_steps": 1, "command_timeout": 1,

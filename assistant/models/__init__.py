@@ -16,6 +16,7 @@ class Usage:
     completion_tokens: int = 0
     seconds: float = 0.0
     first_token_seconds: float | None = None
+    cached_tokens: int = 0  # prompt tokens whose keys and values were reused from the previous call
 
     @property
     def tokens_per_second(self) -> float:

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator
 from assistant.errors import ModelError
 from assistant.home import models_dir
 from assistant.models import Usage, cut_at_stops, find_stop
+from assistant.models.decoder import Decoder, unsupported_reason
 
 log = logging.getLogger("assistant.models")
 
@@ -103,6 +104,18 @@ def _stop_in_reply_class():
     return StopInReply
 
 
+class GrammarProcessor:
+    """A constraint as a transformers logits processor (the generate() path): told each chosen token, then masks."""
+
+    def __init__(self, constraint, prompt_len: int):
+        self.constraint, self.prompt_len = constraint, prompt_len
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[1] > self.prompt_len:
+            self.constraint.advance(int(input_ids[0, -1]))
+        return self.constraint.mask(scores)
+
+
 def StopInReply(tokenizer, prompt_len: int, stops: list[str]):  # noqa: N802 - builds the class lazily (torch)
     return _stop_in_reply_class()(tokenizer, prompt_len, stops)
 
@@ -156,6 +169,32 @@ class TransformersModel:
         self.context_window = int(s.context_window or configured)
         self.last_usage: Usage | None = None
         self._lock = threading.Lock()
+        self.decoder = None
+        reason = "turned off (--decoder generate)" if getattr(s, "decoder", "auto") == "generate" else \
+            unsupported_reason(self.model)
+        if reason is None:
+            self.decoder = Decoder(self.model, self.context_window)
+        else:
+            log.info("lean decoding loop not used (%s): transformers' generate() runs instead", reason)
+        self.decoding = "lean loop, prefix cache" if self.decoder else "transformers generate()"
+
+    supports_grammar = True
+
+    def _eos_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+        return {int(i) for i in ids if i is not None}
+
+    def _constraint(self, grammar: object | None):
+        if grammar is None:
+            return None
+        from assistant.grammar import Constraint, ll_tokenizer
+
+        try:
+            return Constraint(grammar, ll_tokenizer(self.tokenizer), self.model.config.vocab_size)
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
 
     def _template(self, messages: list[dict]) -> list[int]:
         kwargs = {}
@@ -189,9 +228,43 @@ class TransformersModel:
 
     def stream(self, messages: list[dict], *, max_new_tokens: int = 256, stop: Iterable[str] = (),
                temperature: float = 0.0, grammar: object | None = None) -> Iterator[str]:
-        return cut_at_stops(self._generate(messages, max_new_tokens, temperature), stop)
+        """The reply, piece by piece. With `grammar` (an assistant.grammar.ToolGrammar) every token is chosen
+        among those the grammar allows: the reply is a plain answer or one valid tool call."""
+        if self.decoder is not None:
+            return cut_at_stops(self._decode(messages, max_new_tokens, temperature, grammar), stop)
+        return cut_at_stops(self._generate(messages, max_new_tokens, temperature, grammar), stop)
 
-    def _generate(self, messages: list[dict], max_new_tokens: int, temperature: float) -> Iterator[str]:
+    def _decode(self, messages: list[dict], max_new_tokens: int, temperature: float,
+                grammar: object | None) -> Iterator[str]:
+        """The lean loop (assistant.models.decoder): text is decoded from all tokens so far, so a character
+        split across tokens is only sent once whole."""
+        ids = self.encode(messages, max_new_tokens)
+        constraint = self._constraint(grammar)
+        tokens: list[int] = []
+        sent, first = "", None
+        start = time.monotonic()
+        with self._lock:
+            try:
+                for token in self.decoder.generate(ids, max_new_tokens, eos=self._eos_ids(), temperature=temperature,
+                                                   constraint=constraint):
+                    if first is None:
+                        first = time.monotonic() - start
+                    tokens.append(token)
+                    text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                    if len(text) > len(sent) and not text.endswith("\ufffd"):
+                        yield text[len(sent):]
+                        sent = text
+            except (RuntimeError, ValueError) as exc:
+                raise ModelError(f"generation failed: {exc}") from exc
+            finally:
+                self.last_usage = Usage(len(ids), len(tokens), time.monotonic() - start, first,
+                                        cached_tokens=getattr(self.decoder, "reused", 0))
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        if len(text) > len(sent):
+            yield text[len(sent):]
+
+    def _generate(self, messages: list[dict], max_new_tokens: int, temperature: float,
+                  grammar: object | None = None) -> Iterator[str]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -204,12 +277,14 @@ class TransformersModel:
 
         streamer = counting_streamer(self.tokenizer)
         input_ids = torch.tensor([ids], device=self.model.device)
+        constraint = self._constraint(grammar)
         gen_kwargs = dict(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),
             max_new_tokens=max_new_tokens,
             streamer=streamer,
             stopping_criteria=StoppingCriteriaList([Cancel()]),
+            logits_processor=[GrammarProcessor(constraint, len(ids))] if constraint else None,
             pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
             do_sample=temperature > 0,
         )

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test install pull bench clean sandbox
+.PHONY: run test install pull bench clean sandbox llamacpp
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,19 @@ test: install
 
 bench: pull
 	$(BIN)/assistant bench speed
+
+# The optional llama.cpp backend (--model llamacpp:FILE.gguf). PyPI has only the source of llama-cpp-python; its
+# default build uses the CPU's native AMX kernels, which crashed at the first eval on a Xeon with AMX, so the
+# wheel is built once without them (about 6 minutes on 2 cores) and cached. Not part of `make test`.
+WHEELS ?= $(HOME)/.cache/assistant/wheels
+LLAMACPP ?= llama-cpp-python==0.3.36
+LLAMACPP_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+llamacpp: install
+	@if ! ls $(WHEELS)/llama_cpp_python-$(subst llama-cpp-python==,,$(LLAMACPP))-*.whl >/dev/null 2>&1; then \
+		echo "building $(LLAMACPP) once (about 6 minutes; the wheel is cached in $(WHEELS))"; \
+		CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" $(BIN)/pip wheel --no-deps -w $(WHEELS) "$(LLAMACPP)"; \
+	fi
+	$(BIN)/pip install --disable-pip-version-check --find-links $(WHEELS) -c constraints.txt "$(LLAMACPP)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -131,3 +131,175 @@ def sandbox_overhead(settings, *, runs: int = 50, out=sys.stdout) -> int:
         print(f"  {name:<26} {med * 1000:>7.1f} ms {added:>9}", file=out)
     print(f"command: assistant bench sandbox --runs {runs}", file=out)
     return 0
+
+
+def _decode_rate(count: int, seconds: float, first: float) -> float:
+    """Tokens/s of decoding alone: the tokens after the first over the time after the first (prefill excluded)."""
+    return (count - 1) / (seconds - first) if count > 1 and seconds > first else 0.0
+
+
+def _timed(tokens) -> tuple[int, float, float]:
+    start = time.perf_counter()
+    first, count = 0.0, 0
+    for _ in tokens:
+        count += 1
+        if count == 1:
+            first = time.perf_counter() - start
+    return count, time.perf_counter() - start, first
+
+
+def memory_bandwidth() -> float:
+    """GB/s of one large tensor copy (read + write), the best of three."""
+    import torch
+
+    a = torch.empty(64 * 1024 * 1024)  # 256 MiB
+    b = torch.empty_like(a)
+    b.copy_(a)
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        b.copy_(a)
+        best = max(best, 2 * a.numel() * 4 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def conversation(turns: int) -> list[list[dict]]:
+    """The prompts of a `turns`-turn conversation (agent-style system prompt and few-shot examples), each turn
+    extending the previous one by a fixed reply and a new request."""
+    from assistant import prompts
+    from assistant.loader import load_plugins
+
+    tools = load_plugins().tools
+    messages = [prompts.system_message(tools, "/home/user/project")] + prompts.few_shot(tools)
+    asks = ["Which files are here?", "Read README.md.", "How many lines does setup.cfg have?",
+            "Run the tests with pytest.", "What is 2**20? Use Python.", "Show git status."]
+    out = []
+    for i in range(turns):
+        messages = messages + [{"role": "user", "content": asks[i % len(asks)]}]
+        out.append(messages)
+        messages = messages + [{"role": "assistant", "content": prompts.call_message("list_files", {"path": "."})["content"]},
+                               prompts.observation_message("list_files", "README.md\nsetup.cfg\nsrc/"),
+                               prompts.final_message(), {"role": "assistant", "content": "Done."}]
+    return out
+
+
+def decode(settings, *, tokens: int = 150, runs: int = 3, out=sys.stdout, command: str = "assistant bench decode") -> int:
+    """`assistant bench decode`: the in-process decoders and llama.cpp on the same GGUF, same prompt, greedy."""
+    import torch
+
+    from assistant.models.registry import REGISTRY, pull
+    from assistant.models.transformers_backend import TransformersModel
+
+    if settings.model not in REGISTRY and not settings.model.endswith(".gguf"):
+        raise AssistantError("bench decode compares against llama.cpp on a GGUF file: --model smollm2-135m or FILE.gguf")
+    gguf = str(pull(REGISTRY[settings.model], quiet=True)) if settings.model in REGISTRY else settings.model
+    lean = TransformersModel(gguf, settings)
+    if lean.decoder is None:
+        raise AssistantError(f"the lean loop cannot run this model ({lean.decoding})")
+    messages = [{"role": "user", "content": "Write a long story about a robot who learns to paint."}]
+    ids = lean.encode(messages, tokens)
+    rows: list[tuple[str, float, float]] = []
+
+    def measure(name: str, run) -> None:
+        results = [run() for _ in range(runs + 1)][1:]  # the first run warms up
+        rates = [_decode_rate(*r) for r in results]
+        rows.append((name, statistics.median(rates), statistics.median(r[2] for r in results)))
+        if sys.stderr.isatty():
+            print(f"  {name}: {rows[-1][1]:.1f} tokens/s", file=sys.stderr)
+
+    def hf_generate():
+        with torch.inference_mode():
+            streamer = _TokenQueue()
+            lean.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, streamer=streamer,
+                                pad_token_id=lean.tokenizer.eos_token_id)
+        stamps = streamer.stamps
+        return len(stamps), stamps[-1] - streamer.start, stamps[0] - streamer.start
+
+    def cold_lean():
+        lean.decoder.ids.clear()
+        return _timed(lean.decoder.generate(ids, tokens, eos=set()))
+
+    measure("transformers generate(), float32", hf_generate)
+    measure("lean loop, float32", cold_lean)
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        llama = None
+        print("  llama.cpp: not installed (make llamacpp, or pip install '.[llamacpp]')", file=out)
+    else:
+        llama = Llama(model_path=_gguf_file(gguf), n_ctx=2048, n_threads=os.cpu_count(), verbose=False)
+
+        def llama_tokens():
+            llama.reset()
+            gen = llama.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True)
+            return _timed(t for _, t in zip(range(tokens), gen))
+
+        measure(f"llama.cpp {_llama_version()} (same GGUF, Q4_1)", llama_tokens)
+    # Prefix reuse: time to first token of turn 1 and turn 5 of one conversation, warm cache vs cold.
+    turns = conversation(5)
+    ttft = {}
+    for label, cold in (("cold (no reuse)", True), ("prefix cache", False)):
+        lean.decoder.ids.clear()
+        firsts = []
+        for msgs in turns:
+            if cold:
+                lean.decoder.ids.clear()
+            "".join(lean.stream(msgs, max_new_tokens=4))
+            firsts.append((lean.last_usage.first_token_seconds, lean.last_usage.prompt_tokens,
+                           lean.last_usage.cached_tokens))
+        ttft[label] = firsts
+    bandwidth = memory_bandwidth()
+    weight_bytes = sum(p.numel() * p.element_size() for p in lean.model.parameters())
+    print(f"model: {lean.name}   machine: {platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads", file=out)
+    print(f"  {tokens} greedy tokens after a {len(ids)}-token prompt; decode rate excludes the prefill; "
+          f"median of {runs} (after one warm-up)", file=out)
+    base = rows[0][1]
+    best_other = next((r for r in rows if r[0].startswith("llama.cpp")), None)
+    for name, rate, first in rows:
+        rel = f"{rate / base:.2f}x generate()"
+        if best_other and not name.startswith("llama.cpp"):
+            rel += f", {rate / best_other[1]:.0%} of llama.cpp"
+        print(f"  {name:<44} {rate:7.1f} tokens/s   first token {first:.3f} s   ({rel})", file=out)
+    print(f"  memory-bandwidth bound for float32 weights: {weight_bytes / 1e6:.0f} MB per token at {bandwidth:.1f} GB/s "
+          f"(one tensor copy) = {bandwidth * 1e9 / weight_bytes:.1f} tokens/s", file=out)
+    for label, firsts in ttft.items():
+        (t1, p1, c1), (t5, p5, c5) = firsts[0], firsts[-1]
+        print(f"  time to first token, {label:<16} turn 1: {t1:.3f} s ({p1} prompt tokens, {c1} cached)   "
+              f"turn 5: {t5:.3f} s ({p5} prompt tokens, {c5} cached)", file=out)
+    print(f"command: {command}", file=out)
+    return 0
+
+
+class _TokenQueue:
+    """A generate() streamer that only notes when each new token came (its first put() is the prompt)."""
+
+    def __init__(self):
+        self.stamps: list[float] = []
+        self.start = time.perf_counter()
+        self.prompt_seen = False
+
+    def put(self, value):
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        self.stamps.append(time.perf_counter())
+
+    def end(self):
+        pass
+
+
+def _gguf_file(path: str) -> str:
+    from pathlib import Path
+
+    p = Path(path)
+    if p.suffix == ".gguf":
+        return str(p)
+    raise AssistantError(f"{path} is not a GGUF file")
+
+
+def _llama_version() -> str:
+    import llama_cpp
+
+    return getattr(llama_cpp, "__version__", "")

@@ -107,7 +107,8 @@ def _model_flags(p: argparse.ArgumentParser, default: Any = None) -> None:
 SETTING_FLAGS = ("model", "model_name", "device_map", "torch_dtype", "quantization", "trust_remote_code",
                  "low_cpu_mem_usage", "context_window", "max_new_tokens", "temperature", "enable_thinking",
                  "workspace", "approval", "max_actions_per_turn", "max_steps", "observation_summary_chars",
-                 "command_timeout", "sandbox", "system_prompt", "disable_system_prompt", "audit_log")
+                 "command_timeout", "sandbox", "system_prompt", "disable_system_prompt", "audit_log", "constrain",
+                 "decoder", "server_grammar")
 
 
 def build_parser(once: bool = False) -> argparse.ArgumentParser:
@@ -201,6 +202,16 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
     speed = bsub.add_parser("speed", parents=[shared], help="time to the REPL prompt, model load time, tokens/s")
     speed.add_argument("--tokens", type=int, default=128, help="tokens to generate per run (default 128)")
     speed.add_argument("--runs", type=int, default=3, help="generation runs (default 3)")
+    bt = bsub.add_parser("tools", parents=[shared], help="valid-call and right-tool rates on the tool-use set, with "
+                         "and without the tool grammar")
+    bt.add_argument("--data", metavar="FILE", help="a JSONL set: {\"prompt\", \"tool\", \"also\": [...]} per line "
+                    "(default tests/data/tool_eval.jsonl)")
+    bt.add_argument("--limit", type=int, metavar="N", help="only the first N prompts")
+    bt.add_argument("--mode", choices=("both", "constrained", "free"), default="both")
+    dec = bsub.add_parser("decode", parents=[shared], help="tokens/s of the in-process decoders (generate(), the lean "
+                          "loop) and of llama.cpp on the same GGUF, and time to first token on turn 1 vs turn 5")
+    dec.add_argument("--tokens", type=int, default=150, help="greedy tokens per run (default 150)")
+    dec.add_argument("--runs", type=int, default=3, help="runs per decoder; the median is reported (default 3)")
     sb = bsub.add_parser("sandbox", parents=[shared], help="what each sandbox layer adds to one execution "
                          "(cold and warm) against bare `python3 -I -c pass`")
     sb.add_argument("--runs", type=int, default=50, help="executions per variant, interleaved (default 50)")

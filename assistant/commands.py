@@ -318,6 +318,19 @@ def bench(args, settings) -> int:
 
     if args.action == "sandbox":
         return sandbox_overhead(settings, runs=args.runs, out=sys.stdout)
+    command = "assistant " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.action == "tools":
+        from pathlib import Path
+
+        from assistant.bench_tools import bench_tools
+
+        modes = ("constrained", "free") if args.mode == "both" else (args.mode,)
+        return bench_tools(settings, data=Path(args.data) if args.data else None, limit=args.limit, modes=modes,
+                           command=command)
+    if args.action == "decode":
+        from assistant.bench import decode
+
+        return decode(settings, tokens=args.tokens, runs=args.runs, command=command)
     if args.action == "humaneval":
         from pathlib import Path
 
@@ -326,7 +339,6 @@ def bench(args, settings) -> int:
         cfg = BenchConfig(limit=args.limit, iters=args.iters, candidates=args.candidates, leaky=args.leaky)
         if getattr(args, "max_new_tokens", None):
             cfg.max_new_tokens = args.max_new_tokens
-        command = "assistant " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         return bench_humaneval(settings, cfg, runs_root=Path(args.out) if args.out else None, command=command)
     return speed(settings, tokens=args.tokens, runs=args.runs, out=sys.stdout)
 

@@ -17,6 +17,7 @@ class Server:
     def __init__(self):
         self.plan = []
         self.requests = []
+        self.owner = None  # what /models says serves the model ("llamacpp", "vllm", ...)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -25,7 +26,8 @@ class Server:
 
             def do_GET(self):
                 server.requests.append(("GET", self.path, None))
-                self._send(200, {"data": [{"id": "served-model"}]})
+                entry = {"id": "served-model", **({"owned_by": server.owner} if server.owner else {})}
+                self._send(200, {"data": [entry]})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))

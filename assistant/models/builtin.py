@@ -22,7 +22,7 @@ def _openai(rest: str, settings: Any):
 
     key = settings.api_key or os.environ.get("OPENAI_API_KEY")
     return OpenAIModel(rest, settings.model_name, api_key=key, timeout=settings.request_timeout,
-                       context_window=settings.context_window)
+                       context_window=settings.context_window, grammar_mode=settings.server_grammar)
 
 
 def _ollama(rest: str, settings: Any):
@@ -32,13 +32,22 @@ def _ollama(rest: str, settings: Any):
     if not host.startswith("http"):
         host = "http://" + host
     return OpenAIModel(host.rstrip("/") + "/v1", rest, timeout=settings.request_timeout,
-                       context_window=settings.context_window)
+                       context_window=settings.context_window, grammar_mode=settings.server_grammar)
 
 
 def _transformers(rest: str, settings: Any):
     from assistant.models.transformers_backend import TransformersModel
 
     return TransformersModel(rest, settings)
+
+
+def _llamacpp(rest: str, settings: Any):
+    from assistant.models.llamacpp_backend import LlamaCppModel
+    from assistant.models.registry import REGISTRY, pull
+
+    if rest in REGISTRY:  # llamacpp:smollm2-135m runs the registry's GGUF file
+        rest = str(pull(REGISTRY[rest], quiet=True))
+    return LlamaCppModel(rest, settings)
 
 
 def _hf(rest: str, settings: Any):
@@ -63,6 +72,7 @@ def register_models(register):
     register("openai", _openai)
     register("ollama", _ollama)
     register("hf", _hf)
+    register("llamacpp", _llamacpp)
     register("transformers", _transformers)
     register("registry", _registry)
 
@@ -84,7 +94,7 @@ def resolve(spec: str, settings: Any, factories: dict[str, Any]) -> tuple[str, A
     known = ", ".join(sorted(REGISTRY))
     raise ModelError(
         f"unknown model {spec!r}: not a model folder, a .gguf file, a registry name ({known}), "
-        "or a prefixed spec (openai:URL, ollama:NAME, hf:ORG/NAME, scripted:FILE)"
+        "or a prefixed spec (openai:URL, ollama:NAME, hf:ORG/NAME, llamacpp:FILE.gguf, scripted:FILE)"
     )
 
 

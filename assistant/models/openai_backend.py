@@ -13,19 +13,51 @@ from assistant.models import Usage, cut_at_stops
 
 RETRY_DELAYS = (0.5, 1.0, 2.0)
 RETRY_STATUS = {502, 503, 504}
+# --server-grammar auto: what /models says serves the model ("owned_by") -> how to ask it for the grammar.
+SERVER_KINDS = {"llamacpp": "gbnf", "vllm": "vllm"}
 
 
 class OpenAIModel:
     def __init__(self, base_url: str, model_name: str | None, *, api_key: str | None = None,
-                 timeout: float = 120.0, context_window: int | None = None, retry_delays=RETRY_DELAYS):
+                 timeout: float = 120.0, context_window: int | None = None, retry_delays=RETRY_DELAYS,
+                 grammar_mode: str = "auto"):
         self.base_url = base_url.rstrip("/")
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout, connect=10.0))
         self.retry_delays = tuple(retry_delays)
         self.context_window = int(context_window or 8192)
         self.last_usage: Usage | None = None
+        self._listing: list[dict] | None = None
         self.model_name = model_name or self._first_model()
         self.name = f"{self.model_name} @ {self.base_url}"
+        self._grammar_mode = None if grammar_mode == "auto" else grammar_mode
+
+    @property
+    def grammar_mode(self) -> str:
+        """How this server is asked to follow the tool grammar: gbnf (llama.cpp server's `grammar`), vllm
+        (`structured_outputs`), json (`response_format` with a JSON schema) or off. `auto` asks /models once."""
+        if self._grammar_mode is None:
+            try:
+                owners = {str(m.get("owned_by", "")).lower() for m in self._models() if isinstance(m, dict)}
+            except ModelError:
+                owners = set()
+            self._grammar_mode = next((SERVER_KINDS[o] for o in owners if o in SERVER_KINDS), "off")
+        return self._grammar_mode
+
+    @property
+    def supports_grammar(self) -> bool:
+        return self.grammar_mode != "off"
+
+    def _grammar_fields(self, grammar) -> dict:
+        mode = self.grammar_mode
+        if grammar is None or mode == "off":
+            return {}
+        if mode == "gbnf":
+            return {"grammar": grammar.gbnf}
+        if mode == "vllm":
+            return {"structured_outputs": {"grammar": grammar.gbnf}}
+        return {"response_format": {"type": "json_schema",
+                                    "json_schema": {"name": "reply", "schema": grammar.json_schema()}}}
 
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         """Send with retries and backoff on connection errors and 502/503/504 (safe: nothing streamed yet)."""
@@ -52,23 +84,33 @@ class OpenAIModel:
             time.sleep(self.retry_delays[attempt])
         raise AssertionError("unreachable")
 
+    def _models(self) -> list:
+        """The server's /models listing (asked once)."""
+        if self._listing is None:
+            resp = self._request("GET", "/models")
+            try:
+                data = json.loads(resp.read())
+                self._listing = list(data["data"])
+            except (ValueError, KeyError, TypeError):
+                self._listing = []
+            finally:
+                resp.close()
+        return self._listing
+
     def _first_model(self) -> str:
-        resp = self._request("GET", "/models")
         try:
-            data = json.loads(resp.read())
-            return data["data"][0]["id"]
-        except (ValueError, KeyError, IndexError, TypeError):
+            return self._models()[0]["id"]
+        except (IndexError, KeyError, TypeError):
             raise ModelError(f"{self.base_url}/models lists no model; pass --model-name") from None
-        finally:
-            resp.close()
 
     def stream(self, messages: list[dict], *, max_new_tokens: int = 256, stop: Iterable[str] = (),
                temperature: float = 0.0, grammar: object | None = None) -> Iterator[str]:
-        return cut_at_stops(self._stream(messages, max_new_tokens, temperature), stop)
+        return cut_at_stops(self._stream(messages, max_new_tokens, temperature, grammar), stop)
 
-    def _stream(self, messages: list[dict], max_new_tokens: int, temperature: float) -> Iterator[str]:
+    def _stream(self, messages: list[dict], max_new_tokens: int, temperature: float,
+                grammar: object | None = None) -> Iterator[str]:
         body = {"model": self.model_name, "messages": messages, "stream": True,
-                "max_tokens": max_new_tokens, "temperature": temperature}
+                "max_tokens": max_new_tokens, "temperature": temperature, **self._grammar_fields(grammar)}
         start = time.monotonic()
         first = None
         count = 0

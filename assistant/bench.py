@@ -220,8 +220,18 @@ def decode(settings, *, tokens: int = 150, runs: int = 3, out=sys.stdout, comman
         lean.decoder.ids.clear()
         return _timed(lean.decoder.generate(ids, tokens, eos=set()))
 
+    from assistant.models.decoder import Decoder
+
+    int8 = Decoder(lean.model, lean.context_window, int8=True)
+
+    def cold_int8():
+        int8.ids.clear()
+        return _timed(int8.generate(ids, tokens, eos=set()))
+
     measure("transformers generate(), float32", hf_generate)
     measure("lean loop, float32", cold_lean)
+    measure("lean loop, int8 weights (--quantization int8)", cold_int8)
+    del int8
     try:
         from llama_cpp import Llama
     except ImportError:

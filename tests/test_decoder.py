@@ -83,6 +83,21 @@ def test_stream_reports_the_reused_prompt_tokens(backend):
     assert backend.last_usage.cached_tokens > 20
 
 
+def test_int8_weights_keep_the_prefix_cache_exact_and_the_text_close(backend):
+    """int8 mode has its own numerics (the text may differ from float32), but the cache must still give the same
+    tokens as a cold run, and the reply must stay close to float32's (same opening tokens on this prompt)."""
+    from assistant.models.decoder import Decoder
+
+    int8 = Decoder(backend.model, 2048, int8=True)
+    ids = backend.encode(CHAT, 64)
+    cold = list(int8.generate(ids, 24, eos=set()))
+    assert int8.reused == 0
+    warm = list(int8.generate(ids, 24, eos=set()))
+    assert int8.reused == len(ids) - 1
+    assert warm == cold
+    assert cold[:8] == lean_greedy(backend, ids, 8, cold=True)
+
+
 PROMPTS = ["Which files are in this folder?", "What is 12345 * 6789? Use Python.", "Read the file setup.cfg.",
            "Show me the git log.", "Hello! Who are you?", "Find where parse_config is defined."]
 

@@ -149,7 +149,7 @@ class TransformersModel:
             kwargs["device_map"] = s.device_map
         if s.low_cpu_mem_usage:
             kwargs["low_cpu_mem_usage"] = True
-        if s.quantization != "none":
+        if s.quantization not in ("none", "int8"):
             try:
                 import bitsandbytes  # noqa: F401
             except ImportError:
@@ -170,13 +170,16 @@ class TransformersModel:
         self.last_usage: Usage | None = None
         self._lock = threading.Lock()
         self.decoder = None
-        reason = "turned off (--decoder generate)" if getattr(s, "decoder", "auto") == "generate" else \
-            unsupported_reason(self.model)
+        reason = "turned off (--decoder generate)" if s.decoder == "generate" else unsupported_reason(self.model)
+        int8 = s.quantization == "int8"
         if reason is None:
-            self.decoder = Decoder(self.model, self.context_window)
+            self.decoder = Decoder(self.model, self.context_window, int8=int8)
+        elif int8:
+            raise ModelError(f"--quantization int8 needs the lean decoding loop, which cannot run this model ({reason})")
         else:
             log.info("lean decoding loop not used (%s): transformers' generate() runs instead", reason)
-        self.decoding = "lean loop, prefix cache" if self.decoder else "transformers generate()"
+        self.decoding = ("lean loop, prefix cache" + (", int8 weights" if int8 else "")) if self.decoder else \
+            "transformers generate()"
 
     supports_grammar = True
 

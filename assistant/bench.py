@@ -185,6 +185,8 @@ def conversation(turns: int) -> list[list[dict]]:
 
 def decode(settings, *, tokens: int = 150, runs: int = 3, out=sys.stdout, command: str = "assistant bench decode") -> int:
     """`assistant bench decode`: the in-process decoders and llama.cpp on the same GGUF, same prompt, greedy."""
+    import dataclasses
+
     import torch
 
     from assistant.models.registry import REGISTRY, pull
@@ -193,7 +195,7 @@ def decode(settings, *, tokens: int = 150, runs: int = 3, out=sys.stdout, comman
     if settings.model not in REGISTRY and not settings.model.endswith(".gguf"):
         raise AssistantError("bench decode compares against llama.cpp on a GGUF file: --model smollm2-135m or FILE.gguf")
     gguf = str(pull(REGISTRY[settings.model], quiet=True)) if settings.model in REGISTRY else settings.model
-    lean = TransformersModel(gguf, settings)
+    lean = TransformersModel(gguf, dataclasses.replace(settings, quantization="none"))
     if lean.decoder is None:
         raise AssistantError(f"the lean loop cannot run this model ({lean.decoding})")
     messages = [{"role": "user", "content": "Write a long story about a robot who learns to paint."}]

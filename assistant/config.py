@@ -29,7 +29,7 @@ class Settings:
     api_key: str | None = None
     device_map: str | None = None
     torch_dtype: str = "auto"
-    quantization: str = "none"
+    quantization: str = "auto"
     trust_remote_code: bool = False
     low_cpu_mem_usage: bool = False
     context_window: int | None = None
@@ -54,7 +54,7 @@ class Settings:
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     # "sandbox" mirrors assistant.sandbox.POLICIES (not imported here: it loads ctypes; a test keeps them equal).
-    CHOICES = {"quantization": ("none", "int8", "8bit", "4bit"), "decoder": ("auto", "generate"),
+    CHOICES = {"quantization": ("auto", "none", "int8", "8bit", "4bit"), "decoder": ("auto", "generate"),
                "server_grammar": ("auto", "gbnf", "vllm", "json", "off"), "approval": ("ask", "auto", "never"),
                "sandbox": ("auto", "bwrap", "unshare", "weak", "rlimits")}
     SECRET = ("api_key",)

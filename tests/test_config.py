@@ -34,7 +34,7 @@ def test_bad_values_name_their_origin(workspace, isolated_home, monkeypatch):
     with pytest.raises(ConfigError, match="unknown setting 'colour'"):
         load_settings({"workspace": str(workspace)})
     (isolated_home / "config.toml").write_text("quantization = '3bit'\n")
-    with pytest.raises(ConfigError, match="quantization must be one of none, 8bit, 4bit"):
+    with pytest.raises(ConfigError, match="quantization must be one of auto, none, int8, 8bit, 4bit"):
         load_settings({"workspace": str(workspace)})
     (isolated_home / "config.toml").write_text("model = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):

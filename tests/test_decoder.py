@@ -29,7 +29,8 @@ def backend(tmp_path_factory):
     os.environ["ASSISTANT_MODELS_DIR"] = str(SHARED_MODELS)
     try:
         path = pull(REGISTRY["smollm2-135m"], quiet=True)
-        model = TransformersModel(str(path), load_settings({"workspace": str(tmp_path_factory.mktemp("w"))}))
+        model = TransformersModel(str(path), load_settings({"workspace": str(tmp_path_factory.mktemp("w")),
+                                                            "quantization": "none"}))
     finally:
         if old is None:
             os.environ.pop("ASSISTANT_MODELS_DIR", None)

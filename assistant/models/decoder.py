@@ -1,10 +1,10 @@
 """A lean decoding loop for Llama-family models in process (Llama, Mistral without a sliding window, Qwen2).
 
-Why: on a 2-core CPU, transformers' generate() spends most of each token in Python (per-module dispatch, mask
-and cache bookkeeping, logits processors) rather than in the matrix products; for the 135M model that was
-about 2/3 of the time per token. This loop runs the same weights with fused QKV and gate/up projections, a
-preallocated KV cache written in place, SDPA attention with grouped KV heads, and the LM head applied to the last
-position only. The cache is kept between calls: a new prompt that starts with the tokens already in the cache
+Why: on a 2-core CPU, transformers' generate() spends most of each token issuing small operations from Python
+(per-module dispatch, mask and cache bookkeeping, logits processors) rather than in the matrix products. This
+loop runs the same weights with fused QKV and gate/up projections, a preallocated KV cache written in place, SDPA
+attention with grouped KV heads and the LM head on the last position only, and runs the layer stack from
+TorchScript (assistant/models/decoder_script.py), which halves the cost of issuing the operations. The cache is kept between calls: a new prompt that starts with the tokens already in the cache
 (the system prompt, the tool list, the earlier turns of the conversation) only prefills what is new.
 
 The arithmetic is transformers' own, op for op in float32, so greedy decoding gives the same tokens
@@ -12,8 +12,9 @@ The arithmetic is transformers' own, op for op in float32, so greedy decoding gi
 flip after a hundred tokens or so). Anything it does not support falls back to generate().
 
 With int8 weights (`--quantization int8`) each decoded token reads a quarter of the bytes and takes a shorter
-path (fused RMSNorm, attention as two batched products); prompts still go through the float weights, so the
-prefix cache holds the same keys and values in both modes.
+path (fused RMSNorm, attention as two batched products); prompts still go through the float weights (the int8
+kernel quantises a whole batch of activations with one scale, which the first tokens' huge activations make
+coarse), so the prefix cache holds the same keys and values in both modes.
 """
 
 from __future__ import annotations
@@ -50,53 +51,22 @@ def unsupported_reason(model: Any) -> str | None:
     return None
 
 
-def _norm(module: Any) -> tuple[Any, float]:
-    """(weight, epsilon) of an RMSNorm module."""
-    eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", None) or 1e-6
-    return module.weight, float(eps)
+def _eps(norm: Any) -> float:
+    return float(getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", None) or 1e-6)
 
 
-class _Linear:
-    """A projection: float (F.linear on the model's own weights) or, for one token at a time, int8 (weights
-    quantised per output channel, activations per call: fbgemm's dynamic int8 kernels on x86, 4x fewer bytes to
-    read per token)."""
-
-    def __init__(self, weight: Any, bias: Any, int8: bool):
-        import torch
-
-        self.weight, self.bias, self.packed = weight, bias, None
-        if int8:
-            w = weight.detach().float()
-            scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8).double()
-            zeros = torch.zeros(w.shape[0], dtype=torch.long)
-            with warnings.catch_warnings():  # "quantize_per_channel is deprecated, use torchao": not a dependency
-                warnings.simplefilter("ignore")
-                q = torch.quantize_per_channel(w, scales, zeros, 0, torch.qint8)
-            self.packed = torch.ops.quantized.linear_prepack(q, None if bias is None else bias.detach().float())
-
-    def exact(self, x: Any) -> Any:
-        """Through the float weights: prompts (compute-bound there anyway; and the int8 kernel quantises the
-        activations of a whole batch with one scale, which the first tokens' huge activations make coarse)."""
-        import torch.nn.functional as F
-
-        return F.linear(x, self.weight, self.bias)
-
-    def __call__(self, x: Any) -> Any:
-        import torch
-
-        if self.packed is None:
-            return self.exact(x)
-        return torch.ops.quantized.linear_dynamic(x.float(), self.packed, True).to(x.dtype)
-
-
-def _rms_norm(x: Any, weight: Any, eps: float) -> Any:
-    """transformers' RMSNorm, op for op (torch's fused rms_norm rounds differently: greedy text drifted after
-    ~120 tokens in a test)."""
+def _int8(weight: Any, bias: Any) -> Any:
+    """fbgemm's packed int8 form of a projection: weights quantised per output channel (the kernel quantises the
+    activations per call)."""
     import torch
 
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * h.to(x.dtype)
+    w = weight.detach().float()
+    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8).double()
+    zeros = torch.zeros(w.shape[0], dtype=torch.long)
+    with warnings.catch_warnings():  # "quantize_per_channel is deprecated, use torchao": not a dependency here
+        warnings.simplefilter("ignore")
+        q = torch.quantize_per_channel(w, scales, zeros, 0, torch.qint8)
+    return torch.ops.quantized.linear_prepack(q, None if bias is None else bias.detach().float())
 
 
 def _fuse(linears: list[Any]) -> tuple[Any, Any]:
@@ -125,7 +95,8 @@ class Decoder:
     def __init__(self, model: Any, max_len: int, *, int8: bool = False):
         import torch
 
-        self.model = model
+        from assistant.models import decoder_script
+
         cfg = model.config
         inner = model.model
         self.device = model.device
@@ -136,28 +107,36 @@ class Decoder:
         self.scaling = self.head_dim ** -0.5
         self.max_len = int(max_len)
         self.embed = inner.embed_tokens.weight
-        self.norm = _norm(inner.norm)
+        self.lm_head, self.lm_bias = model.lm_head.weight, getattr(model.lm_head, "bias", None)
+        self.norm, self.norm_eps = inner.norm.weight, _eps(inner.norm)
+        self.eps = _eps(inner.layers[0].input_layernorm)
+        self.n1 = [layer.input_layernorm.weight for layer in inner.layers]
+        self.n2 = [layer.post_attention_layernorm.weight for layer in inner.layers]
+        projections = {
+            "qkv": [_fuse([l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj]) for l in inner.layers],
+            "o": [(l.self_attn.o_proj.weight, l.self_attn.o_proj.bias) for l in inner.layers],
+            "gu": [_fuse([l.mlp.gate_proj, l.mlp.up_proj]) for l in inner.layers],
+            "dn": [(l.mlp.down_proj.weight, l.mlp.down_proj.bias) for l in inner.layers],
+        }
+        self.float_weights = {}
+        for name, pairs in projections.items():
+            self.float_weights[name + "_w"] = [w for w, _ in pairs]
+            self.float_weights[name + "_b"] = [b for _, b in pairs]
         self.int8 = int8
-        self.lm_head = _Linear(model.lm_head.weight, getattr(model.lm_head, "bias", None), int8)
-        self.layers = []
-        for layer in inner.layers:
-            att, mlp = layer.self_attn, layer.mlp
-            qkv, qkv_bias = _fuse([att.q_proj, att.k_proj, att.v_proj])
-            gate_up, gate_up_bias = _fuse([mlp.gate_proj, mlp.up_proj])
-            self.layers.append((_norm(layer.input_layernorm), _Linear(qkv, qkv_bias, int8),
-                                _Linear(att.o_proj.weight, att.o_proj.bias, int8), _norm(layer.post_attention_layernorm),
-                                _Linear(gate_up, gate_up_bias, int8), _Linear(mlp.down_proj.weight, mlp.down_proj.bias, int8)))
+        self.int8_weights = {name: [_int8(w, b) for w, b in pairs] for name, pairs in projections.items()} \
+            if int8 else None
+        self.lm_int8 = _int8(self.lm_head, self.lm_bias) if int8 else None
+        self._float_layers = decoder_script.compiled("float")
+        self._int8_layers = decoder_script.compiled("int8") if int8 else None
         rope = inner.rotary_emb
         self.inv_freq = rope.inv_freq.to(device=self.device, dtype=torch.float)
         self.rope_scaling = float(getattr(rope, "attention_scaling", 1.0))
-        shape = (len(self.layers), 1, self.kv_heads, self.max_len, self.head_dim)
+        shape = (len(inner.layers), 1, self.kv_heads, self.max_len, self.head_dim)
+        # Untouched pages of torch.empty are not resident: a long window costs memory only as it fills.
         self.k = torch.empty(shape, dtype=self.dtype, device=self.device)
         self.v = torch.empty(shape, dtype=self.dtype, device=self.device)
-        # Untouched pages of torch.empty are not resident: a long window costs memory only as it fills.
         self.ids: list[int] = []  # the tokens whose keys and values are in the cache, in order
         self.reused = 0  # how many prompt tokens the last prefill took from the cache
-        self.q_size = self.heads * self.head_dim
-        self.kv_size = self.kv_heads * self.head_dim
 
     def _rope(self, positions) -> tuple[Any, Any]:
         import torch
@@ -168,55 +147,48 @@ class Decoder:
         return ((emb.cos() * self.rope_scaling).to(self.dtype)[None, :, None],
                 (emb.sin() * self.rope_scaling).to(self.dtype)[None, :, None])
 
-    @staticmethod
-    def _rotate(x, cos, sin):
-        import torch
-
-        half = x.shape[-1] // 2
-        return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+    def _check(self, end: int) -> None:
+        if end > self.max_len:
+            raise ValueError(f"{end} tokens do not fit the {self.max_len}-token context window")
 
     def forward(self, tokens: list[int], start: int):
-        """Run `tokens` at positions start.. (the cache must hold exactly the `start` tokens before them); returns
-        the logits of the last position as a (1, vocab) float32 tensor."""
-        import torch
-
-        with torch.inference_mode():
-            return self._forward(tokens, start)
-
-    def _forward(self, tokens: list[int], start: int):
+        """Run `tokens` at positions start.. through the float weights (the cache must hold exactly the `start`
+        tokens before them); returns the logits of the last position as a (1, vocab) float32 tensor."""
         import torch
         import torch.nn.functional as F
 
+        from assistant.models import decoder_script
+
         n = len(tokens)
         end = start + n
-        if end > self.max_len:
-            raise ValueError(f"{end} tokens do not fit the {self.max_len}-token cache")
-        ids = torch.tensor([tokens], device=self.device)
-        x = F.embedding(ids, self.embed)
-        cos, sin = self._rope(torch.arange(start, end, device=self.device))
-        if n == 1 or start == 0:
-            mask, causal = None, n > 1
-        else:  # a new chunk after cached tokens: each row sees the cache and the chunk up to itself
-            mask = torch.ones(n, end, dtype=torch.bool, device=self.device).tril(start)
-            causal = False
-        qk_heads = self.heads + self.kv_heads
-        for i, (norm1, qkv_proj, o_proj, norm2, gate_up_proj, down_proj) in enumerate(self.layers):
-            h = _rms_norm(x, *norm1)
-            qkv = qkv_proj.exact(h)
-            # Queries and keys rotated together: one set of element-wise ops instead of two.
-            qk = self._rotate(qkv[..., :self.q_size + self.kv_size].view(1, n, qk_heads, self.head_dim), cos, sin)
-            q = qk[:, :, :self.heads].transpose(1, 2)
-            self.k[i, 0, :, start:end] = qk[0, :, self.heads:].transpose(0, 1)
-            self.v[i, 0, :, start:end] = qkv[0, :, self.q_size + self.kv_size:].view(n, self.kv_heads, self.head_dim).transpose(0, 1)
-            att = F.scaled_dot_product_attention(q, self.k[i, :, :, :end], self.v[i, :, :, :end], attn_mask=mask,
-                                                 is_causal=causal, scale=self.scaling,
-                                                 enable_gqa=self.kv_heads != self.heads)
-            x = x + o_proj.exact(att.transpose(1, 2).reshape(1, n, self.q_size))
-            h = _rms_norm(x, *norm2)
-            gate, up = gate_up_proj.exact(h).chunk(2, dim=-1)
-            x = x + down_proj.exact(F.silu(gate) * up)
-        last = _rms_norm(x[:, -1:], *self.norm)
-        return self.lm_head.exact(last)[:, -1].float()
+        self._check(end)
+        with torch.inference_mode():
+            x = F.embedding(torch.tensor([tokens], device=self.device), self.embed)
+            cos, sin = self._rope(torch.arange(start, end, device=self.device))
+            if n == 1 or start == 0:
+                mask, causal = None, n > 1
+            else:  # a new chunk after cached tokens: each row sees the cache and the chunk up to itself
+                mask = torch.ones(n, end, dtype=torch.bool, device=self.device).tril(start)
+                causal = False
+            x = self._float_layers(x, cos, sin, start, mask, causal, self.k, self.v, self.n1, self.n2, self.eps,
+                                   heads=self.heads, kv_heads=self.kv_heads, hd=self.head_dim, scaling=self.scaling,
+                                   **self.float_weights)
+            last = decoder_script.rms_norm(x[:, -1:], self.norm, self.norm_eps)
+            return F.linear(last, self.lm_head, self.lm_bias)[:, -1].float()
+
+    def _one_int8(self, token: int, pos: int):
+        """One token at `pos` through the int8 weights (decoder_script.int8_layers)."""
+        import torch
+
+        self._check(pos + 1)
+        with torch.inference_mode():
+            cos, sin = self._rope(torch.tensor([pos], device=self.device))
+            w = self.int8_weights
+            x = self._int8_layers(self.embed[token:token + 1], cos[0, 0], sin[0, 0], pos, self.k, self.v, self.n1,
+                                  self.n2, self.eps, w["qkv"], w["o"], w["gu"], w["dn"], self.heads, self.kv_heads,
+                                  self.head_dim, self.scaling)
+            last = torch.rms_norm(x, [x.shape[-1]], self.norm, self.norm_eps)
+            return torch.ops.quantized.linear_dynamic(last, self.lm_int8, True).float()
 
     def prefill(self, prompt: list[int]):
         """Logits after `prompt`, reusing the cached tokens it starts with; at least its last token is run."""
@@ -231,40 +203,10 @@ class Decoder:
         return logits
 
     def step(self, token: int):
-        import torch
-
-        with torch.inference_mode():
-            logits = self._one(token, len(self.ids)) if self.int8 else self._forward([token], len(self.ids))
+        pos = len(self.ids)
+        logits = self._one_int8(token, pos) if self.int8 else self.forward([token], pos)
         self.ids.append(token)
         return logits
-
-    def _one(self, token: int, pos: int):
-        """One token at `pos` in as few tensor operations as possible (int8 mode, whose numerics are not tied to
-        transformers'): fused RMSNorm, attention as two small batched products over the grouped heads."""
-        import torch
-        import torch.nn.functional as F
-
-        if pos >= self.max_len:
-            raise ValueError(f"{pos + 1} tokens do not fit the {self.max_len}-token cache")
-        end = pos + 1
-        x = self.embed[token:token + 1]
-        cos, sin = self._rope(torch.tensor([pos], device=self.device))
-        cos, sin = cos[0, 0], sin[0, 0]  # (1, head_dim): broadcast over heads
-        qk_heads, half, group = self.heads + self.kv_heads, self.head_dim // 2, self.heads // self.kv_heads
-        for i, (norm1, qkv_proj, o_proj, norm2, gate_up_proj, down_proj) in enumerate(self.layers):
-            qkv = qkv_proj(F.rms_norm(x, norm1[0].shape, norm1[0], norm1[1]))
-            qk = qkv[0, :self.q_size + self.kv_size].view(qk_heads, self.head_dim)
-            qk = qk * cos + torch.cat((-qk[:, half:], qk[:, :half]), dim=-1) * sin
-            keys, values = self.k[i, 0], self.v[i, 0]
-            keys[:, pos] = qk[self.heads:]
-            values[:, pos] = qkv[0, self.q_size + self.kv_size:].view(self.kv_heads, self.head_dim)
-            q = qk[:self.heads].view(self.kv_heads, group, self.head_dim)
-            weights = torch.softmax(torch.bmm(q, keys[:, :end].transpose(1, 2)) * self.scaling, dim=-1)
-            x = x + o_proj(torch.bmm(weights, values[:, :end]).view(1, self.q_size))
-            gate, up = gate_up_proj(F.rms_norm(x, norm2[0].shape, norm2[0], norm2[1])).chunk(2, dim=-1)
-            x = x + down_proj(F.silu(gate) * up)
-        last = F.rms_norm(x, self.norm[0].shape, self.norm[0], self.norm[1])
-        return self.lm_head(last).float()
 
     def generate(self, prompt: list[int], max_new_tokens: int, *, eos: set[int], temperature: float = 0.0,
                  top_p: float = 1.0, constraint: Any = None, should_stop: Callable[[], bool] = lambda: False

@@ -127,7 +127,8 @@ class TransformersModel:
             raise ModelError(f"model path {source} does not exist")
         self.name = name or path.name
         self.settings = settings
-        if path.suffix == ".gguf":
+        self.from_gguf = path.suffix == ".gguf"  # quantised weights to begin with (dequantised to float32 on load)
+        if self.from_gguf:
             path = convert_gguf(path)
         elif not (path / "config.json").exists():
             raise ModelError(f"{source}: not a model folder (no config.json) and not a .gguf file")
@@ -149,7 +150,7 @@ class TransformersModel:
             kwargs["device_map"] = s.device_map
         if s.low_cpu_mem_usage:
             kwargs["low_cpu_mem_usage"] = True
-        if s.quantization not in ("none", "int8"):
+        if s.quantization not in ("none", "int8", "auto"):
             try:
                 import bitsandbytes  # noqa: F401
             except ImportError:
@@ -171,10 +172,10 @@ class TransformersModel:
         self._lock = threading.Lock()
         self.decoder = None
         reason = "turned off (--decoder generate)" if s.decoder == "generate" else unsupported_reason(self.model)
-        int8 = s.quantization == "int8"
+        int8 = s.quantization == "int8" or (s.quantization == "auto" and self.from_gguf and self.model.device.type == "cpu")
         if reason is None:
             self.decoder = Decoder(self.model, self.context_window, int8=int8)
-        elif int8:
+        elif s.quantization == "int8":
             raise ModelError(f"--quantization int8 needs the lean decoding loop, which cannot run this model ({reason})")
         else:
             log.info("lean decoding loop not used (%s): transformers' generate() runs instead", reason)

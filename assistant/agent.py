@@ -80,7 +80,7 @@ class Agent:
         s = self.settings
         try:
             for _step in range(s.max_steps):
-                constrained = self._constrained()
+                constrained = self.constrained()
                 output = yield from self._generate(constrained)
                 self.messages.append({"role": "assistant", "content": output})
                 try:
@@ -145,7 +145,7 @@ class Agent:
         yield self._emit(Meta("interrupted", {"turn": self.turns}))
         yield self._emit(Error("interrupted"))
 
-    def _constrained(self) -> bool:
+    def constrained(self) -> bool:
         """Decode under the tool grammar? When --constrain is on and the backend applies grammars."""
         return bool(self.settings.constrain and self.grammar and getattr(self.model, "supports_grammar", False))
 

@@ -221,8 +221,10 @@ class Constraint:
         allowed = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[: logits.shape[-1]]
         if not allowed.any():
             raise ValueError(f"the tool grammar allows no token here: {self.matcher.get_error()}")
-        if self._closers is not None and (allowed & self._closers[: len(allowed)]).any():
-            allowed = allowed & self._closers[: len(allowed)]
+        if self._closers is not None:
+            rank = self._closers[: len(allowed)] * allowed
+            if rank.any():  # only the allowed closers of the most urgent kind (a quote ends a string first)
+                allowed = (rank == rank.max()).astype(np.uint8)
         return logits.masked_fill(torch.from_numpy(allowed == 0), float("-inf"))
 
     def advance(self, token: int) -> None:
@@ -230,15 +232,17 @@ class Constraint:
             raise ValueError(f"token {token} does not fit the tool grammar: {self.matcher.get_error()}")
 
     def finish(self) -> None:
-        """The token budget is spent inside a call: from now on, wherever the grammar allows a token made only of
-        closing characters (quote, brace, bracket, blank), choose among those, so the call ends in a few tokens
-        instead of running on (a small model can loop inside a string)."""
+        """The token budget is spent inside a call: from now on, wherever the grammar allows tokens made only of
+        closing characters, choose among those, a quote first (it ends a string: inside one, a bracket is just
+        text), then a brace, then a bracket, so the call ends in a few tokens instead of running on (a small model
+        can loop inside a string)."""
         import numpy as np
 
         key = id(self._tokenizer)
         if key not in _CLOSERS:
-            closing = set(b'"}] ')
-            _CLOSERS[key] = np.array([bool(b) and set(b) <= closing for b in
+            ranks = {ord('"'): 3, ord("}"): 2, ord("]"): 1}
+            closing = set(ranks)
+            _CLOSERS[key] = np.array([ranks[b[0]] if b and set(b) <= closing else 0 for b in
                                       (self._tokenizer.decode_bytes([i]) for i in range(self.vocab_size))],
                                      dtype=np.uint8)
         self._closers = _CLOSERS[key]

@@ -232,9 +232,13 @@ class Repl:
             self.write(f"switching to {rest} (loading in the background)")
             return
         model = self.session.model
+        ready = getattr(model, "state", "ready") == "ready"
+        decoding = getattr(model, "decoding", None) if ready else None  # only a loaded model is asked
+        constrained = "tool grammar on" if self.session.agent.constrained() else "tool grammar off" if ready else ""
+        extra = ", ".join(x for x in (decoding, constrained) if x)
         self.write(f"{self.session.model_name}: {getattr(model, 'state', 'ready')}, "
                    f"context window {model.context_window or '?'} tokens, "
-                   f"load {getattr(model, 'load_seconds', None) or 0:.1f}s")
+                   f"load {getattr(model, 'load_seconds', None) or 0:.1f}s" + (f"; {extra}" if extra else ""))
 
     def cmd_clear(self, rest: str) -> None:
         self.session.agent.reset()

@@ -202,13 +202,15 @@ def test_the_gbnf_names_every_tool_and_is_plain_gbnf(tools):
     assert "%json" not in g.gbnf and "::=" in g.gbnf
 
 
-def test_finish_closes_a_call_that_loops_inside_a_string(tools, ll_tok, byte_tokenizer):
-    """At the token budget the decoder calls finish(): a model stuck inside a string is closed in a few tokens."""
+@pytest.mark.parametrize("loop", ["1", "]", "1]}"])
+def test_finish_closes_a_call_that_loops_inside_a_string(tools, ll_tok, byte_tokenizer, loop):
+    """At the token budget the decoder calls finish(): a model stuck inside a string is closed in a few tokens,
+    also when what it repeats is a bracket (inside a string that is text, not a closer: seen on the real model)."""
     import torch
 
     grammar = ToolGrammar(tools)
     c = Constraint(grammar, ll_tok, len(byte_tokenizer))
-    script = '{"tool_calls": [{"name": "write_file", "arguments": {"path": "' + "1" * 10_000
+    script = '{"tool_calls": [{"name": "write_file", "arguments": {"path": "' + loop * 5_000
     proposer = BadProposer(byte_tokenizer, script, 0)
     out, step = [], 0
     while not c.done():
@@ -223,3 +225,46 @@ def test_finish_closes_a_call_that_loops_inside_a_string(tools, ll_tok, byte_tok
         assert step < 200 + 60, "finish() should close the call within a few dozen tokens"
     calls = parse_constrained(byte_tokenizer.decode(out), tools)
     assert calls[0].name == "write_file" and set(calls[0].arguments) == {"path", "content"}
+
+
+class GrammarScripted:
+    """A scripted model that says it applies grammars and records what it was given."""
+
+    supports_grammar = True
+
+    def __init__(self, outputs):
+        from assistant.models.scripted import ScriptedModel
+
+        self.inner = ScriptedModel(outputs)
+        self.name, self.context_window, self.grammars = "scripted-grammar", 8192, []
+
+    def stream(self, messages, **kwargs):
+        self.grammars.append(kwargs.get("grammar"))
+        return self.inner.stream(messages, **kwargs)
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_the_agent_passes_the_grammar_only_when_constrained(make_session, flag):
+    from assistant.events import Answer, ToolCall
+
+    quoted = "Run this: " + call("list_files")
+    session = make_session([], approval="auto", constrain=flag)
+    model = GrammarScripted([quoted, "Done."])
+    session.agent.model = model
+    events = list(session.agent.run_turn("How do I list files?"))
+    if flag:  # strict reading: the reply opens with text, so it is the answer, and nothing runs
+        assert isinstance(model.grammars[0], ToolGrammar)
+        assert not [e for e in events if isinstance(e, ToolCall)]
+        assert [e.text for e in events if isinstance(e, Answer)] == [quoted]
+    else:  # free decoding: the tolerant parser finds the call inside the text
+        assert model.grammars[0] is None
+        assert [e.name for e in events if isinstance(e, ToolCall)] == ["list_files"]
+
+
+def test_a_backend_without_grammars_is_never_read_strictly(make_session):
+    from assistant.events import ToolCall
+
+    session = make_session(["Sure: " + call("list_files"), "Done."], approval="auto")
+    assert session.settings.constrain is True
+    events = list(session.agent.run_turn("list files"))
+    assert [e.name for e in events if isinstance(e, ToolCall)] == ["list_files"]

@@ -118,3 +118,20 @@ def test_constrained_replies_of_the_real_model_always_parse(backend, tmp_path):
         found = parse_constrained(reply, tools)  # a FormatError here is a constrained reply that is invalid
         calls += bool(found)
     assert calls >= 3, "the few-shot prompt should make the model call tools on most of these"
+
+
+def test_generate_path_applies_the_grammar_too(tmp_path, shared_models):
+    """Architectures the lean loop does not cover decode with generate() and a logits processor: same rules."""
+    from assistant import prompts
+    from assistant.loader import load_plugins
+    from assistant.models.registry import REGISTRY, pull
+    from assistant.models.transformers_backend import TransformersModel
+
+    model = TransformersModel(str(pull(REGISTRY["smollm2-135m"], quiet=True)),
+                              load_settings({"workspace": str(tmp_path), "decoder": "generate"}))
+    assert model.decoder is None and model.decoding == "transformers generate()"
+    tools = load_plugins().tools
+    base = [prompts.system_message(tools, str(tmp_path))] + prompts.few_shot(tools)
+    reply = "".join(model.stream(base + [{"role": "user", "content": "Which files are in this folder?"}],
+                                 max_new_tokens=64, grammar=ToolGrammar(tools)))
+    assert len(parse_constrained(reply, tools)) == 1

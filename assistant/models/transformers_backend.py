@@ -172,7 +172,9 @@ class TransformersModel:
         self._lock = threading.Lock()
         self.decoder = None
         reason = "turned off (--decoder generate)" if s.decoder == "generate" else unsupported_reason(self.model)
-        int8 = s.quantization == "int8" or (s.quantization == "auto" and self.from_gguf and self.model.device.type == "cpu")
+        # auto: int8 for a GGUF file on the CPU, whose weights were quantised to begin with.
+        int8 = s.quantization == "int8" or (s.quantization == "auto" and self.from_gguf
+                                            and self.model.device.type == "cpu")
         if reason is None:
             self.decoder = Decoder(self.model, self.context_window, int8=int8)
         elif s.quantization == "int8":
@@ -270,7 +272,7 @@ class TransformersModel:
     def _generate(self, messages: list[dict], max_new_tokens: int, temperature: float,
                   grammar: object | None = None) -> Iterator[str]:
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
         ids = self.encode(messages, max_new_tokens)
         cancel = threading.Event()
@@ -288,7 +290,7 @@ class TransformersModel:
             max_new_tokens=max_new_tokens,
             streamer=streamer,
             stopping_criteria=StoppingCriteriaList([Cancel()]),
-            logits_processor=[GrammarProcessor(constraint, len(ids))] if constraint else None,
+            logits_processor=LogitsProcessorList([GrammarProcessor(constraint, len(ids))]) if constraint else None,
             pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
             do_sample=temperature > 0,
         )

@@ -183,6 +183,10 @@ class TransformersModel:
             log.info("lean decoding loop not used (%s): transformers' generate() runs instead", reason)
         self.decoding = ("lean loop, prefix cache" + (", int8 weights" if int8 else "")) if self.decoder else \
             "transformers generate()"
+        if s.constrain:  # about a second: here in the loader thread rather than in the first constrained reply
+            from assistant.grammar import ll_tokenizer
+
+            ll_tokenizer(self.tokenizer)
 
     supports_grammar = True
 

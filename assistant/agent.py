@@ -84,8 +84,12 @@ class Agent:
                 output = yield from self._generate(constrained)
                 self.messages.append({"role": "assistant", "content": output})
                 try:
-                    parse = parse_constrained if constrained else parse_tool_calls
-                    calls = parse(output, self.registry.tools)
+                    if constrained:
+                        usage = getattr(self.model, "last_usage", None)
+                        calls = parse_constrained(output, self.registry.tools,
+                                                  closed_early=bool(getattr(usage, "closed_early", False)))
+                    else:
+                        calls = parse_tool_calls(output, self.registry.tools)
                 except FormatError as exc:
                     format_errors += 1
                     yield self._emit(Observation("format", f"Error: {exc}", ok=False))

@@ -41,13 +41,17 @@ def load_set(path: Path) -> list[dict]:
     return rows
 
 
-def classify(reply: str, tools: dict, constrained: bool) -> tuple[str, str | None]:
-    """('valid' | 'invalid' | 'answer', tool name of the first call)."""
+def classify(reply: str, tools: dict, constrained: bool, closed_early: bool = False) -> tuple[str, str | None]:
+    """('valid' | 'invalid' | 'answer', tool name of the first call); read as the agent reads it (a call closed
+    at the token budget is invalid: the agent does not run it)."""
     from assistant.grammar import parse_constrained
     from assistant.toolcalls import parse_tool_calls
 
     try:
-        calls = (parse_constrained if constrained else parse_tool_calls)(reply, tools)
+        if constrained:
+            calls = parse_constrained(reply, tools, closed_early=closed_early)
+        else:
+            calls = parse_tool_calls(reply, tools)
     except FormatError:
         return "invalid", None
     return ("valid", calls[0].name) if calls else ("answer", None)
@@ -80,7 +84,8 @@ def bench_tools(settings, *, data: Path | None = None, limit: int | None = None,
             reply = "".join(model.stream(base + [{"role": "user", "content": row["prompt"]}],
                                          max_new_tokens=settings.max_new_tokens, stop=["\nObservation:"],
                                          temperature=0.0, grammar=grammar if constrained else None))
-            kind, name = classify(reply, tools, constrained)
+            kind, name = classify(reply, tools, constrained,
+                                  bool(getattr(getattr(model, "last_usage", None), "closed_early", False)))
             results[mode].append({"id": row.get("id", str(i)), "kind": kind, "tool": name,
                                   "right": kind == "valid" and name in accepted, "expected": row["tool"],
                                   "seconds": round(time.monotonic() - start, 3), "reply": reply})

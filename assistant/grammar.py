@@ -42,7 +42,11 @@ class _Builder:
         self.rules: dict[str, str] = {}
 
     def rule(self, name: str, body: str) -> str:
-        name = re.sub(r"[^a-zA-Z0-9-]", "-", name)
+        base = name = re.sub(r"[^a-zA-Z0-9-]", "-", name)
+        n = 1
+        while name in self.rules:  # tool "git" property "log" and tool "git_log" both sanitise to "git-log"
+            n += 1
+            name = f"{base}-{n}"
         self.rules[name] = body
         return name
 
@@ -163,15 +167,18 @@ class ToolGrammar:
         return {"anyOf": [envelope, answer]}
 
 
-def parse_constrained(text: str, tools: dict[str, Any]) -> list:
+def parse_constrained(text: str, tools: dict[str, Any], *, closed_early: bool = False) -> list:
     """The calls in a reply made under the grammar: one call when it opens with `{` ({"answer": ...} from a
-    JSON-only server is an answer), none otherwise. Anything else is a FormatError (a reply cut off by the
-    token budget)."""
+    JSON-only server is an answer), none otherwise. A call cut off by the token budget, or closed at it by
+    Constraint.finish() (`closed_early`: its arguments may be cut short), is a FormatError: it never runs."""
     from assistant.toolcalls import parse_tool_calls
 
     stripped = text.strip()
     if not stripped.startswith("{"):
         return []
+    if closed_early:
+        raise FormatError("the tool call was still open at the --max-new-tokens limit; it was closed there and not "
+                          "run (its arguments may be cut short); send a shorter call or raise --max-new-tokens")
     try:
         value = json.loads(stripped)
     except json.JSONDecodeError as exc:
@@ -198,17 +205,19 @@ def answer_text(text: str) -> str:
 class Constraint:
     """Decoding state of one reply under a ToolGrammar: masks logits, follows the chosen tokens (llguidance)."""
 
-    def __init__(self, grammar: ToolGrammar, tokenizer: Any, vocab_size: int):
+    def __init__(self, grammar: ToolGrammar, tokenizer: Any):
         import llguidance
         import numpy as np
 
         self.matcher = llguidance.LLMatcher(tokenizer, grammar.lark, log_level=0)
         if self.matcher.is_error():
             raise ValueError(f"tool grammar rejected: {self.matcher.get_error()}")
-        self.vocab_size = vocab_size
-        words = (vocab_size + 31) // 32
+        # The tokenizer's own size, which the mask must have; the model's logits may be longer (padded vocab).
+        self.vocab_size = tokenizer.vocab_size
+        words = (self.vocab_size + 31) // 32
         self._bits = np.zeros((1, words), dtype=np.int32)
         self._closers = None  # set by finish(): prefer tokens that close strings, objects and lists
+        self.closed_early = False  # finish() was called: the call was closed, its arguments may be cut short
         self._tokenizer = tokenizer
 
     def mask(self, logits: Any) -> Any:
@@ -218,11 +227,14 @@ class Constraint:
 
         v = self._bits[0]
         self.matcher.unsafe_compute_mask_ptr(v.ctypes.data, v.size * v.itemsize)
-        allowed = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[: logits.shape[-1]]
+        allowed = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[: self.vocab_size]
+        width = logits.shape[-1]
+        allowed = allowed[:width] if len(allowed) >= width else np.pad(allowed, (0, width - len(allowed)))
         if not allowed.any():
             raise ValueError(f"the tool grammar allows no token here: {self.matcher.get_error()}")
         if self._closers is not None:
-            rank = self._closers[: len(allowed)] * allowed
+            closers = self._closers[:width]
+            rank = np.pad(closers, (0, width - len(closers))) * allowed
             if rank.any():  # only the allowed closers of the most urgent kind (a quote ends a string first)
                 allowed = (rank == rank.max()).astype(np.uint8)
         return logits.masked_fill(torch.from_numpy(allowed == 0), float("-inf"))
@@ -242,10 +254,12 @@ class Constraint:
         if key not in _CLOSERS:
             ranks = {ord('"'): 3, ord("}"): 2, ord("]"): 1}
             closing = set(ranks)
-            _CLOSERS[key] = np.array([ranks[b[0]] if b and set(b) <= closing else 0 for b in
-                                      (self._tokenizer.decode_bytes([i]) for i in range(self.vocab_size))],
-                                     dtype=np.uint8)
-        self._closers = _CLOSERS[key]
+            # The tokenizer is kept with its entry, so its id cannot be reused by another while cached.
+            _CLOSERS[key] = (self._tokenizer, np.array(
+                [ranks[b[0]] if b and set(b) <= closing else 0 for b in
+                 (self._tokenizer.decode_bytes([i]) for i in range(self.vocab_size))], dtype=np.uint8))
+        self._closers = _CLOSERS[key][1]
+        self.closed_early = True
 
     def done(self) -> bool:
         return self.matcher.is_stopped()
@@ -263,8 +277,8 @@ _CLOSERS: dict[int, Any] = {}
 def ll_tokenizer(hf_tokenizer: Any) -> Any:
     """llguidance's view of a Hugging Face fast tokenizer (about a second to build; cached per tokenizer)."""
     key = id(hf_tokenizer)
-    if key not in _TOKENIZERS:
+    if key not in _TOKENIZERS:  # kept with its entry, so the id cannot be reused while cached
         import llguidance.hf
 
-        _TOKENIZERS[key] = llguidance.hf.from_tokenizer(hf_tokenizer)
-    return _TOKENIZERS[key]
+        _TOKENIZERS[key] = (hf_tokenizer, llguidance.hf.from_tokenizer(hf_tokenizer))
+    return _TOKENIZERS[key][1]

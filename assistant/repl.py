@@ -234,7 +234,7 @@ class Repl:
         model = self.session.model
         ready = getattr(model, "state", "ready") == "ready"
         decoding = getattr(model, "decoding", None) if ready else None  # only a loaded model is asked
-        constrained = "tool grammar on" if self.session.agent.constrained() else "tool grammar off" if ready else ""
+        constrained = ("tool grammar on" if self.session.agent.constrained() else "tool grammar off") if ready else ""
         extra = ", ".join(x for x in (decoding, constrained) if x)
         self.write(f"{self.session.model_name}: {getattr(model, 'state', 'ready')}, "
                    f"context window {model.context_window or '?'} tokens, "

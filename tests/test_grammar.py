@@ -123,7 +123,7 @@ class BadProposer:
 def decode_under(grammar, tokenizer, ll_tok, proposer, limit=4000) -> str:
     import torch
 
-    c = Constraint(grammar, ll_tok, len(tokenizer))
+    c = Constraint(grammar, ll_tok)
     out = []
     for step in range(limit):
         logits = c.mask(proposer.logits(step))
@@ -209,7 +209,7 @@ def test_finish_closes_a_call_that_loops_inside_a_string(tools, ll_tok, byte_tok
     import torch
 
     grammar = ToolGrammar(tools)
-    c = Constraint(grammar, ll_tok, len(byte_tokenizer))
+    c = Constraint(grammar, ll_tok)
     script = '{"tool_calls": [{"name": "write_file", "arguments": {"path": "' + loop * 5_000
     proposer = BadProposer(byte_tokenizer, script, 0)
     out, step = [], 0
@@ -223,8 +223,12 @@ def test_finish_closes_a_call_that_loops_inside_a_string(tools, ll_tok, byte_tok
         out.append(token)
         step += 1
         assert step < 200 + 60, "finish() should close the call within a few dozen tokens"
-    calls = parse_constrained(byte_tokenizer.decode(out), tools)
+    text = byte_tokenizer.decode(out)
+    calls = parse_constrained(text, tools)  # it parses and validates...
     assert calls[0].name == "write_file" and set(calls[0].arguments) == {"path", "content"}
+    assert c.closed_early  # ...but its arguments are cut short: the agent must not run it
+    with pytest.raises(FormatError, match="closed there and not run"):
+        parse_constrained(text, tools, closed_early=True)
 
 
 class GrammarScripted:
@@ -268,3 +272,47 @@ def test_a_backend_without_grammars_is_never_read_strictly(make_session):
     assert session.settings.constrain is True
     events = list(session.agent.run_turn("list files"))
     assert [e.name for e in events if isinstance(e, ToolCall)] == ["list_files"]
+
+
+def test_logits_wider_than_the_tokenizer_are_masked_beyond_it(tools, ll_tok, byte_tokenizer):
+    """Models often pad their vocabulary (Qwen2.5: 151936 logits, 151665 tokens); the padding is never allowed."""
+    import torch
+
+    c = Constraint(ToolGrammar(tools), ll_tok)
+    width = len(byte_tokenizer) + 40
+    masked = c.mask(torch.zeros(1, width))
+    assert masked.shape == (1, width)
+    assert torch.isinf(masked[0, len(byte_tokenizer):]).all()
+    assert torch.isfinite(masked).any()
+
+
+def test_rule_names_that_sanitise_alike_stay_apart(ll_tok, byte_tokenizer):
+    from types import SimpleNamespace
+
+    obj = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    tools = {"git": SimpleNamespace(name="git", parameters={"type": "object", "properties": {"log": obj},
+                                                             "required": ["log"]}),
+             "git_log": SimpleNamespace(name="git_log", parameters={"type": "object", "properties": {
+                 "path": {"type": "string"}}, "required": ["path"]})}
+    g = ToolGrammar(tools)
+    assert accepts(g, ll_tok, byte_tokenizer, call("git", log={"n": 1}))
+    assert accepts(g, ll_tok, byte_tokenizer, call("git_log", path="a"))
+    assert not accepts(g, ll_tok, byte_tokenizer, call("git", log={"path": "a"}))
+
+
+def test_the_agent_never_runs_a_call_closed_at_the_budget(make_session):
+    from assistant.events import Observation, ToolCall
+    from assistant.models import Usage
+
+    class ClosedEarly(GrammarScripted):
+        def stream(self, messages, **kwargs):
+            pieces = super().stream(messages, **kwargs)
+            self.last_usage = Usage(0, 1, 0.1, closed_early=len(self.grammars) == 1)
+            return pieces
+
+    session = make_session([], approval="auto")
+    session.agent.model = ClosedEarly([call("write_file", path="a.txt", content="the first half of"), "Sorry."])
+    events = list(session.agent.run_turn("Write a.txt"))
+    assert not [e for e in events if isinstance(e, ToolCall)]
+    assert any("not run" in e.text for e in events if isinstance(e, Observation))
+    assert not (session.context.workspace.root / "a.txt").exists()

@@ -238,7 +238,7 @@ class Decoder:
                 return
             yield token
             produced += 1
-            if should_stop() or (constraint is not None and constraint.done()):
+            if should_stop() or (constraint is not None and constraint.done()) or len(self.ids) + 1 >= self.max_len:
                 return
             logits = self.step(token)
 

@@ -41,13 +41,13 @@ class LlamaCppModel:
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"llamacpp: could not load {path.name}: {exc}") from None
         self.last_usage: Usage | None = None
-        self._grammars: dict[int, Any] = {}
+        self._grammars: dict[str, Any] = {}  # by GBNF text
         self._lock = threading.Lock()
 
     def _grammar(self, grammar: Any) -> Any:
         from llama_cpp import LlamaGrammar
 
-        key = id(grammar)
+        key = grammar.gbnf
         if key not in self._grammars:
             try:
                 self._grammars[key] = LlamaGrammar.from_string(grammar.gbnf, verbose=False)

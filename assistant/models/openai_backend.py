@@ -93,6 +93,8 @@ class OpenAIModel:
                 self._listing = list(data["data"])
             except (ValueError, KeyError, TypeError):
                 self._listing = []
+            except httpx.HTTPError as exc:
+                raise ModelError(f"reading {self.base_url}/models failed: {exc}") from None
             finally:
                 resp.close()
         return self._listing

@@ -202,7 +202,7 @@ class TransformersModel:
         from assistant.grammar import Constraint, ll_tokenizer
 
         try:
-            return Constraint(grammar, ll_tokenizer(self.tokenizer), self.model.config.vocab_size)
+            return Constraint(grammar, ll_tokenizer(self.tokenizer))
         except ValueError as exc:
             raise ModelError(str(exc)) from None
 
@@ -268,7 +268,8 @@ class TransformersModel:
                 raise ModelError(f"generation failed: {exc}") from exc
             finally:
                 self.last_usage = Usage(len(ids), len(tokens), time.monotonic() - start, first,
-                                        cached_tokens=getattr(self.decoder, "reused", 0))
+                                        cached_tokens=getattr(self.decoder, "reused", 0),
+                                        closed_early=bool(constraint and constraint.closed_early))
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         if len(text) > len(sent):
             yield text[len(sent):]

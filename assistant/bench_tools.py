@@ -6,9 +6,12 @@ to the model once per mode as the first turn of a conversation, built exactly as
 prompt, few-shot examples); the reply is classified, nothing is run:
   valid call    the reply is a tool call that parses and validates against the tool's schema
   invalid call  the reply tries to call a tool but the call does not parse or validate (FormatError)
+  cut           a call still open when --max-new-tokens ran out (cut off; or, under the grammar, closed there,
+                which the agent refuses to run since its arguments may be cut short)
   answer        plain text, no call
-Reported per mode: valid-call rate (valid calls / replies that try to call), right-tool rate (valid calls to an
-acceptable tool / all prompts), call rate, seconds per reply.
+Reported per mode: valid-call rate (valid calls / calls the model finished), cut at budget (count), valid of
+tried (valid / all calls tried, cut ones included), right-tool rate (valid calls to an acceptable tool / all
+prompts), call rate, seconds per reply.
 """
 
 from __future__ import annotations
@@ -84,9 +87,13 @@ def bench_tools(settings, *, data: Path | None = None, limit: int | None = None,
             reply = "".join(model.stream(base + [{"role": "user", "content": row["prompt"]}],
                                          max_new_tokens=settings.max_new_tokens, stop=["\nObservation:"],
                                          temperature=0.0, grammar=grammar if constrained else None))
-            kind, name = classify(reply, tools, constrained,
-                                  bool(getattr(getattr(model, "last_usage", None), "closed_early", False)))
-            results[mode].append({"id": row.get("id", str(i)), "kind": kind, "tool": name,
+            usage = getattr(model, "last_usage", None)
+            closed_early = bool(getattr(usage, "closed_early", False))
+            kind, name = classify(reply, tools, constrained, closed_early)
+            tokens = getattr(usage, "completion_tokens", 0)
+            if kind == "invalid" and (closed_early or tokens >= settings.max_new_tokens):
+                kind = "cut"  # a call still open at the token budget: cut off, or closed there and refused
+            results[mode].append({"id": row.get("id", str(i)), "kind": kind, "tool": name, "tokens": tokens,
                                   "right": kind == "valid" and name in accepted, "expected": row["tool"],
                                   "seconds": round(time.monotonic() - start, 3), "reply": reply})
         if show:
@@ -104,22 +111,25 @@ def bench_tools(settings, *, data: Path | None = None, limit: int | None = None,
 
 def summary(items: list[dict]) -> dict:
     kinds = Counter(r["kind"] for r in items)
-    tried = kinds["valid"] + kinds["invalid"]
+    finished = kinds["valid"] + kinds["invalid"]
+    tried = finished + kinds["cut"]
     n = len(items) or 1
-    return {"prompts": len(items), "valid": kinds["valid"], "invalid": kinds["invalid"], "answers": kinds["answer"],
-            "valid_call_rate": kinds["valid"] / tried if tried else 0.0, "call_rate": tried / n,
+    return {"prompts": len(items), "valid": kinds["valid"], "invalid": kinds["invalid"], "cut": kinds["cut"],
+            "answers": kinds["answer"], "valid_call_rate": kinds["valid"] / finished if finished else 0.0,
+            "usable_call_rate": kinds["valid"] / tried if tried else 0.0, "call_rate": tried / n,
             "right_tool_rate": sum(r["right"] for r in items) / n,
             "seconds_median": statistics.median(r["seconds"] for r in items) if items else 0.0}
 
 
 def report(results: dict[str, list[dict]], model: str, prompts: int, out, command: str) -> None:
     print(f"model: {model}   prompts: {prompts}   machine: {platform.machine()}, {os.cpu_count()} cpus", file=out)
-    print(f"  {'mode':<12} {'calls tried':>11} {'valid-call rate':>15} {'right tool':>11} {'answers':>8} "
-          f"{'s/reply':>8}", file=out)
+    print(f"  {'mode':<12} {'calls tried':>11} {'valid-call rate':>15} {'cut at budget':>13} {'valid of tried':>14} "
+          f"{'right tool':>10} {'answers':>8} {'s/reply':>8}", file=out)
     for mode, items in results.items():
         s = summary(items)
-        print(f"  {mode:<12} {s['call_rate']:>10.0%} {s['valid_call_rate']:>15.0%} {s['right_tool_rate']:>11.0%} "
-              f"{s['answers']:>8} {s['seconds_median']:>8.2f}", file=out)
+        print(f"  {mode:<12} {s['call_rate']:>11.0%} {s['valid_call_rate']:>15.0%} {s['cut']:>13} "
+              f"{s['usable_call_rate']:>14.0%} {s['right_tool_rate']:>10.0%} {s['answers']:>8} "
+              f"{s['seconds_median']:>8.2f}", file=out)
     for mode, items in results.items():
         by_tool: dict[str, list[bool]] = {}
         for r in items:

@@ -211,7 +211,8 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
     bt.add_argument("--data", metavar="FILE", help="a JSONL set: {\"prompt\", \"tool\", \"also\": [...]} per line "
                     "(default tests/data/tool_eval.jsonl)")
     bt.add_argument("--limit", type=int, metavar="N", help="only the first N prompts")
-    bt.add_argument("--mode", choices=("both", "constrained", "free"), default="both")
+    bt.add_argument("--decoding", choices=("both", "constrained", "free"), default="both",
+                    help="with the tool grammar, without it, or both (default)")
     dec = bsub.add_parser("decode", parents=[shared], help="tokens/s of the in-process decoders (generate(), the lean "
                           "loop) and of llama.cpp on the same GGUF, and time to first token on turn 1 vs turn 5")
     dec.add_argument("--tokens", type=int, default=150, help="greedy tokens per run (default 150)")

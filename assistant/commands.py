@@ -324,7 +324,7 @@ def bench(args, settings) -> int:
 
         from assistant.bench_tools import bench_tools
 
-        modes = ("constrained", "free") if args.mode == "both" else (args.mode,)
+        modes = ("constrained", "free") if args.decoding == "both" else (args.decoding,)
         return bench_tools(settings, data=Path(args.data) if args.data else None, limit=args.limit, modes=modes,
                            command=command)
     if args.action == "decode":

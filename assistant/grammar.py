@@ -31,12 +31,6 @@ array ::= "[" ws ( value ( ws "," ws value )* )? ws "]"
 '''
 
 
-def _literal(text: str) -> str:
-    """A GBNF string literal matching exactly the JSON encoding of `text`."""
-    encoded = json.dumps(text, ensure_ascii=False)
-    return '"' + encoded.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 class _Builder:
     def __init__(self) -> None:
         self.rules: dict[str, str] = {}
@@ -55,9 +49,9 @@ class _Builder:
         if not isinstance(schema, dict):
             return "value"
         if "enum" in schema:
-            return "(" + " | ".join(_literal(v) if isinstance(v, str) else _literal_json(v) for v in schema["enum"]) + ")"
+            return "(" + " | ".join(_literal(v) for v in schema["enum"]) + ")"
         if "const" in schema:
-            return _literal_json(schema["const"])
+            return _literal(schema["const"])
         for key in ("anyOf", "oneOf"):
             if key in schema:
                 parts = [self.value(s, f"{name}-{i}") for i, s in enumerate(schema[key])]
@@ -115,7 +109,8 @@ class _Builder:
         return f'"{{" ws ( {alternatives} ) ws "}}"'
 
 
-def _literal_json(value: Any) -> str:
+def _literal(value: Any) -> str:
+    """A GBNF string literal matching exactly the JSON encoding of `value` (a key, a tool name, an enum value)."""
     encoded = json.dumps(value, ensure_ascii=False)
     return '"' + encoded.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 SUPPORTED = ("llama", "mistral", "qwen2")
 STATIC_ROPE = ("default", "linear", "llama3", "yarn")
@@ -209,9 +209,9 @@ class Decoder:
         return logits
 
     def generate(self, prompt: list[int], max_new_tokens: int, *, eos: set[int], temperature: float = 0.0,
-                 top_p: float = 1.0, constraint: Any = None, should_stop: Callable[[], bool] = lambda: False
-                 ) -> Iterator[int]:
-        """Yield new token ids until EOS, `max_new_tokens`, `should_stop()`, or the constraint's end.
+                 top_p: float = 1.0, constraint: Any = None) -> Iterator[int]:
+        """Yield new token ids until EOS, `max_new_tokens`, the context window, or the constraint's end (closing
+        the iterator stops it too: Ctrl-C, a stop string).
 
         A constraint (assistant.grammar.Constraint) masks the logits before each choice and is told each token.
         A tool call still open at the budget is closed rather than cut (half a call is worth nothing): closing
@@ -238,7 +238,7 @@ class Decoder:
                 return
             yield token
             produced += 1
-            if should_stop() or (constraint is not None and constraint.done()) or len(self.ids) + 1 >= self.max_len:
+            if (constraint is not None and constraint.done()) or len(self.ids) + 1 >= self.max_len:
                 return
             logits = self.step(token)
 

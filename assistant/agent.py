@@ -84,12 +84,8 @@ class Agent:
                 output = yield from self._generate(constrained)
                 self.messages.append({"role": "assistant", "content": output})
                 try:
-                    if constrained:
-                        usage = getattr(self.model, "last_usage", None)
-                        calls = parse_constrained(output, self.registry.tools,
-                                                  closed_early=bool(getattr(usage, "closed_early", False)))
-                    else:
-                        calls = parse_tool_calls(output, self.registry.tools)
+                    parse = parse_constrained if constrained else parse_tool_calls
+                    calls = parse(output, self.registry.tools)
                 except FormatError as exc:
                     format_errors += 1
                     yield self._emit(Observation("format", f"Error: {exc}", ok=False))

@@ -211,7 +211,7 @@ def decode(settings, *, tokens: int = 150, runs: int = 3, out=sys.stdout, comman
 
     def hf_generate():
         with torch.inference_mode():
-            streamer = _TokenQueue()
+            streamer = _TokenClock()
             lean.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                                 max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, streamer=streamer,
                                 pad_token_id=lean.tokenizer.eos_token_id)
@@ -237,17 +237,18 @@ def decode(settings, *, tokens: int = 150, runs: int = 3, out=sys.stdout, comman
     try:
         from llama_cpp import Llama
     except ImportError:
-        llama = None
         print("  llama.cpp: not installed (make llamacpp, or pip install '.[llamacpp]')", file=out)
     else:
-        llama = Llama(model_path=_gguf_file(gguf), n_ctx=2048, n_threads=os.cpu_count(), verbose=False)
+        import llama_cpp
+
+        llama = Llama(model_path=gguf, n_ctx=2048, n_threads=os.cpu_count(), verbose=False)
 
         def llama_tokens():
             llama.reset()
             gen = llama.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True)
             return _timed(t for _, t in zip(range(tokens), gen))
 
-        measure(f"llama.cpp {_llama_version()} (same GGUF, Q4_1)", llama_tokens)
+        measure(f"llama.cpp {llama_cpp.__version__} (same GGUF, Q4_1)", llama_tokens)
     # Prefix reuse: time to first token of turn 1 and turn 5 of one conversation, warm cache vs cold.
     turns = conversation(5)
     ttft = {}
@@ -284,7 +285,7 @@ def decode(settings, *, tokens: int = 150, runs: int = 3, out=sys.stdout, comman
     return 0
 
 
-class _TokenQueue:
+class _TokenClock:
     """A generate() streamer that only notes when each new token came (its first put() is the prompt)."""
 
     def __init__(self):
@@ -300,18 +301,3 @@ class _TokenQueue:
 
     def end(self):
         pass
-
-
-def _gguf_file(path: str) -> str:
-    from pathlib import Path
-
-    p = Path(path)
-    if p.suffix == ".gguf":
-        return str(p)
-    raise AssistantError(f"{path} is not a GGUF file")
-
-
-def _llama_version() -> str:
-    import llama_cpp
-
-    return getattr(llama_cpp, "__version__", "")

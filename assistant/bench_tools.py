@@ -6,8 +6,7 @@ to the model once per mode as the first turn of a conversation, built exactly as
 prompt, few-shot examples); the reply is classified, nothing is run:
   valid call    the reply is a tool call that parses and validates against the tool's schema
   invalid call  the reply tries to call a tool but the call does not parse or validate (FormatError)
-  cut           a call still open when --max-new-tokens ran out (cut off; or, under the grammar, closed there,
-                which the agent refuses to run since its arguments may be cut short)
+  cut           a call still open when --max-new-tokens ran out (cut off; the agent does not run it)
   answer        plain text, no call
 Reported per mode: valid-call rate (valid calls / calls the model finished), cut at budget (count), valid of
 tried (valid / all calls tried, cut ones included), right-tool rate (valid calls to an acceptable tool / all
@@ -44,17 +43,13 @@ def load_set(path: Path) -> list[dict]:
     return rows
 
 
-def classify(reply: str, tools: dict, constrained: bool, closed_early: bool = False) -> tuple[str, str | None]:
-    """('valid' | 'invalid' | 'answer', tool name of the first call); read as the agent reads it (a call closed
-    at the token budget is invalid: the agent does not run it)."""
+def classify(reply: str, tools: dict, constrained: bool) -> tuple[str, str | None]:
+    """('valid' | 'invalid' | 'answer', tool name of the first call), read as the agent reads it."""
     from assistant.grammar import parse_constrained
     from assistant.toolcalls import parse_tool_calls
 
     try:
-        if constrained:
-            calls = parse_constrained(reply, tools, closed_early=closed_early)
-        else:
-            calls = parse_tool_calls(reply, tools)
+        calls = (parse_constrained if constrained else parse_tool_calls)(reply, tools)
     except FormatError:
         return "invalid", None
     return ("valid", calls[0].name) if calls else ("answer", None)
@@ -87,12 +82,10 @@ def bench_tools(settings, *, data: Path | None = None, limit: int | None = None,
             reply = "".join(model.stream(base + [{"role": "user", "content": row["prompt"]}],
                                          max_new_tokens=settings.max_new_tokens, stop=["\nObservation:"],
                                          temperature=0.0, grammar=grammar if constrained else None))
-            usage = getattr(model, "last_usage", None)
-            closed_early = bool(getattr(usage, "closed_early", False))
-            kind, name = classify(reply, tools, constrained, closed_early)
-            tokens = getattr(usage, "completion_tokens", 0)
-            if kind == "invalid" and (closed_early or tokens >= settings.max_new_tokens):
-                kind = "cut"  # a call still open at the token budget: cut off, or closed there and refused
+            kind, name = classify(reply, tools, constrained)
+            tokens = getattr(getattr(model, "last_usage", None), "completion_tokens", 0)
+            if kind == "invalid" and tokens >= settings.max_new_tokens:
+                kind = "cut"  # a call still open when the token budget ran out
             results[mode].append({"id": row.get("id", str(i)), "kind": kind, "tool": name, "tokens": tokens,
                                   "right": kind == "valid" and name in accepted, "expected": row["tool"],
                                   "seconds": round(time.monotonic() - start, 3), "reply": reply})

@@ -162,18 +162,15 @@ class ToolGrammar:
         return {"anyOf": [envelope, answer]}
 
 
-def parse_constrained(text: str, tools: dict[str, Any], *, closed_early: bool = False) -> list:
+def parse_constrained(text: str, tools: dict[str, Any]) -> list:
     """The calls in a reply made under the grammar: one call when it opens with `{` ({"answer": ...} from a
-    JSON-only server is an answer), none otherwise. A call cut off by the token budget, or closed at it by
-    Constraint.finish() (`closed_early`: its arguments may be cut short), is a FormatError: it never runs."""
+    JSON-only server is an answer), none otherwise. A call the token budget cut off (a small model can loop
+    inside a string until it runs out) is a FormatError: it never runs."""
     from assistant.toolcalls import parse_tool_calls
 
     stripped = text.strip()
     if not stripped.startswith("{"):
         return []
-    if closed_early:
-        raise FormatError("the tool call was still open at the --max-new-tokens limit; it was closed there and not "
-                          "run (its arguments may be cut short); send a shorter call or raise --max-new-tokens")
     try:
         value = json.loads(stripped)
     except json.JSONDecodeError as exc:
@@ -211,9 +208,6 @@ class Constraint:
         self.vocab_size = tokenizer.vocab_size
         words = (self.vocab_size + 31) // 32
         self._bits = np.zeros((1, words), dtype=np.int32)
-        self._closers = None  # set by finish(): prefer tokens that close strings, objects and lists
-        self.closed_early = False  # finish() was called: the call was closed, its arguments may be cut short
-        self._tokenizer = tokenizer
 
     def mask(self, logits: Any) -> Any:
         """The (1, vocab) logits with every token the grammar does not allow next set to -inf."""
@@ -227,46 +221,17 @@ class Constraint:
         allowed = allowed[:width] if len(allowed) >= width else np.pad(allowed, (0, width - len(allowed)))
         if not allowed.any():
             raise ValueError(f"the tool grammar allows no token here: {self.matcher.get_error()}")
-        if self._closers is not None:
-            closers = self._closers[:width]
-            rank = np.pad(closers, (0, width - len(closers))) * allowed
-            if rank.any():  # only the allowed closers of the most urgent kind (a quote ends a string first)
-                allowed = (rank == rank.max()).astype(np.uint8)
         return logits.masked_fill(torch.from_numpy(allowed == 0), float("-inf"))
 
     def advance(self, token: int) -> None:
         if not self.matcher.consume_token(token):
             raise ValueError(f"token {token} does not fit the tool grammar: {self.matcher.get_error()}")
 
-    def finish(self) -> None:
-        """The token budget is spent inside a call: from now on, wherever the grammar allows tokens made only of
-        closing characters, choose among those, a quote first (it ends a string: inside one, a bracket is just
-        text), then a brace, then a bracket, so the call ends in a few tokens instead of running on (a small model
-        can loop inside a string)."""
-        import numpy as np
-
-        key = id(self._tokenizer)
-        if key not in _CLOSERS:
-            ranks = {ord('"'): 3, ord("}"): 2, ord("]"): 1}
-            closing = set(ranks)
-            # The tokenizer is kept with its entry, so its id cannot be reused by another while cached.
-            _CLOSERS[key] = (self._tokenizer, np.array(
-                [ranks[b[0]] if b and set(b) <= closing else 0 for b in
-                 (self._tokenizer.decode_bytes([i]) for i in range(self.vocab_size))], dtype=np.uint8))
-        self._closers = _CLOSERS[key][1]
-        self.closed_early = True
-
     def done(self) -> bool:
         return self.matcher.is_stopped()
 
-    def wants_more(self) -> bool:
-        """At the token budget: is the reply unfinished? (An answer is complete after any character, so this
-        means a tool call is still open: worth finishing, since half a call is worth nothing.)"""
-        return not self.matcher.is_accepting()
-
 
 _TOKENIZERS: dict[int, Any] = {}
-_CLOSERS: dict[int, Any] = {}
 
 
 def ll_tokenizer(hf_tokenizer: Any) -> Any:

@@ -17,7 +17,6 @@ class Usage:
     seconds: float = 0.0
     first_token_seconds: float | None = None
     cached_tokens: int = 0  # prompt tokens whose keys and values were reused from the previous call
-    closed_early: bool = False  # a constrained tool call was still open at the token budget and was closed there
 
     @property
     def tokens_per_second(self) -> float:

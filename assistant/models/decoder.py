@@ -213,19 +213,11 @@ class Decoder:
         """Yield new token ids until EOS, `max_new_tokens`, the context window, or the constraint's end (closing
         the iterator stops it too: Ctrl-C, a stop string).
 
-        A constraint (assistant.grammar.Constraint) masks the logits before each choice and is told each token.
-        A tool call still open at the budget is closed rather than cut (half a call is worth nothing): closing
-        tokens are preferred from then on, within as many tokens again at most."""
+        A constraint (assistant.grammar.Constraint) masks the logits before each choice and is told each token."""
         import torch
 
         logits = self.prefill(prompt)
-        produced = 0
-        while True:
-            if produced >= max_new_tokens:
-                if constraint is None or produced >= 2 * max_new_tokens or not constraint.wants_more():
-                    return
-                if produced == max_new_tokens:
-                    constraint.finish()
+        for _ in range(max_new_tokens):
             if constraint is not None:
                 logits = constraint.mask(logits)
             if temperature > 0:
@@ -237,7 +229,6 @@ class Decoder:
             if token in eos:
                 return
             yield token
-            produced += 1
             if (constraint is not None and constraint.done()) or len(self.ids) + 1 >= self.max_len:
                 return
             logits = self.step(token)

@@ -268,8 +268,7 @@ class TransformersModel:
                 raise ModelError(f"generation failed: {exc}") from exc
             finally:
                 self.last_usage = Usage(len(ids), len(tokens), time.monotonic() - start, first,
-                                        cached_tokens=getattr(self.decoder, "reused", 0),
-                                        closed_early=bool(constraint and constraint.closed_early))
+                                        cached_tokens=getattr(self.decoder, "reused", 0))
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         if len(text) > len(sent):
             yield text[len(sent):]

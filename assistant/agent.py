@@ -47,12 +47,13 @@ def summarize(text: str, limit: int) -> str:
 class Agent:
     """One conversation: `run_turn(text)` yields the events of one user turn."""
 
-    def __init__(self, model, registry, settings, context: ToolContext, notes: list[str] = ()):
+    def __init__(self, model, registry, settings, context: ToolContext, notes: list[str] = (), memory=None):
         self.model = model
         self.registry = registry
         self.settings = settings
         self.context = context
         self.notes = list(notes)
+        self.memory = memory  # assistant.memory_bank.memory.Memory, or None (--no-memory)
         self.reset()
 
     def reset(self) -> None:
@@ -75,7 +76,8 @@ class Agent:
         text = clean_text(text)
         self.turns += 1
         yield self._emit(Meta("user", {"text": text, "turn": self.turns}))
-        self.messages.append({"role": "user", "content": text})
+        recalled = yield from self._recall(text)
+        self.messages.append({"role": "user", "content": recalled + text})
         format_errors, actions, seen, nudged = 0, 0, Counter(), False
         s = self.settings
         try:
@@ -102,6 +104,7 @@ class Agent:
                         yield self._emit(Error("the model gave an empty answer"))
                         return
                     yield self._emit(Answer(answer))
+                    self._keep(text, answer)
                     return
                 room = s.max_actions_per_turn - actions
                 if room <= 0:
@@ -139,6 +142,31 @@ class Agent:
         except Exception as exc:  # noqa: BLE001 - a bug must end the turn, not the session
             self._emit(Meta("internal_error", {"traceback": traceback.format_exc()}))
             yield self._emit(Error(f"internal error: {type(exc).__name__}: {exc} (traceback in the audit log)"))
+
+    def _recall(self, text: str) -> Iterator[Event]:
+        """Memories relevant to this request (a "recall" event), returned as a block to put before it ("" when
+        none or memory is off)."""
+        if self.memory is None:
+            return ""
+        from assistant.memory_bank.memory import recall_block
+
+        try:
+            recalled = self.memory.recall(text, exclude=self.notes + [m["content"] for m in self.messages])
+        except Exception as exc:  # noqa: BLE001 - memory trouble costs the recall, never the turn
+            yield self._emit(Meta("memory_error", {"error": f"recall failed: {exc}"}))
+            return ""
+        if recalled:
+            yield self._emit(Meta("recall", {"items": [{"kind": r.kind, "when": r.when, "text": r.text,
+                                                        "score": round(r.score, 3)} for r in recalled]}))
+        return recall_block(recalled)
+
+    def _keep(self, text: str, answer: str) -> None:
+        if self.memory is None:
+            return
+        try:
+            self.memory.keep_turn(text, answer)
+        except Exception as exc:  # noqa: BLE001 - the answer stands even when it cannot be kept
+            self._emit(Meta("memory_error", {"error": f"this turn was not kept in memory: {exc}"}))
 
     def _interrupted(self) -> Iterator[Event]:
         self.messages.append({"role": "user", "content": "(The user interrupted this turn.)"})

@@ -25,6 +25,8 @@ EPILOG = """examples:
   assistant models pull smollm2-135m          fetch and verify the embedded model
   assistant audit verify                      check the hash chain of the latest session log
   assistant doctor                            which sandbox layer commands run in, and why
+  assistant --remember "staging runs on port 8443"   a note recalled in later sessions when relevant
+  assistant index && assistant search "where are tool calls parsed"
 
 settings come from ~/.config/assistant/config.toml, <workspace>/.assistant/config.toml,
 ASSISTANT_* variables and flags (later wins); `assistant config show` prints them."""
@@ -106,13 +108,33 @@ def _model_flags(p: argparse.ArgumentParser, default: Any = None) -> None:
     a.add_argument("--disable-system-prompt", action="store_const", const=True, **d)
     a.add_argument("--audit-log", metavar="FILE", help="append the audit log here instead of one file per session", **d)
     a.add_argument("--debug", action="store_const", const=True, help="show tracebacks", **d)
+    m = p.add_argument_group("memory, search and context7")
+    m.add_argument("--memory", dest="memory", action="store_const", const=True,
+                   help="recall notes and past turns into the prompt and keep this session's turns (default on)", **d)
+    m.add_argument("--no-memory", dest="memory", action="store_const", const=False,
+                   help="neither recall nor keep anything (notes still work with --remember)", **d)
+    m.add_argument("--memory-vector-dir", metavar="DIR",
+                   help="the global vector store (default <home>/memory_bank/vector_store)", **d)
+    m.add_argument("--recall-k", type=int, metavar="N", help="memories recalled into a turn at most (default 3; 0 = none)", **d)
+    m.add_argument("--recall-chars", type=int, metavar="N", help="each recalled memory is cut to N characters (default 300)", **d)
+    m.add_argument("--context7", dest="context7", action="store_const", const=True,
+                   help="ask Context7 for library docs when local search finds nothing relevant (default on)", **d)
+    m.add_argument("--no-context7", dest="context7", action="store_const", const=False,
+                   help="never call Context7 (the context7 tool reports that it is off)", **d)
+    m.add_argument("--context7-url", metavar="URL", help="Context7 API base (default https://context7.com/api; "
+                   "also CONTEXT7_URL)", **d)
+    m.add_argument("--context7-api-key", metavar="KEY", help="Context7 API key (also CONTEXT7_API_KEY; none is "
+                   "bundled; without one the public rate limit applies)", **d)
+    m.add_argument("--context7-chars", type=int, metavar="N", help="each Context7 passage is cut to N characters "
+                   "(default 256)", **d)
 
 
 SETTING_FLAGS = ("model", "model_name", "device_map", "torch_dtype", "quantization", "trust_remote_code",
                  "low_cpu_mem_usage", "context_window", "max_new_tokens", "temperature", "enable_thinking",
                  "workspace", "approval", "max_actions_per_turn", "max_steps", "observation_summary_chars",
                  "command_timeout", "sandbox", "system_prompt", "disable_system_prompt", "audit_log", "constrain",
-                 "decoder", "server_grammar")
+                 "decoder", "server_grammar", "memory", "memory_vector_dir", "recall_k", "recall_chars", "context7",
+                 "context7_url", "context7_api_key", "context7_chars")
 
 
 def build_parser(once: bool = False) -> argparse.ArgumentParser:
@@ -200,6 +222,38 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
     rep.add_argument("--out-dir", metavar="DIR", help="with --profile save: where (default <workspace>/generated)")
     rep.add_argument("--suite", action="store_true", help="run the sanity suite (about 10 everyday tasks) and "
                      "grade each result with hidden tests")
+
+    idx = sub.add_parser(
+        "index", parents=[shared], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="build or update the search index of a folder (incremental)",
+        description="Chunk the folder's text files (Python by function and class, Markdown by heading, the rest\n"
+        "by lines; .gitignore, hidden, binary and large files skipped), embed them with all-MiniLM-L6-v2 and keep\n"
+        "them with a BM25 index in <folder>/.assistant/index. Only changed files are embedded again.",
+        epilog="examples:\n"
+        "  assistant index                       the current folder (the workspace)\n"
+        "  assistant index ~/src/project\n"
+        "  assistant index --installed           the docstrings and READMEs of every installed package\n"
+        "  assistant index --installed httpx     only these packages (at their installed versions)")
+    idx.add_argument("path", nargs="?", help="the folder (default: the workspace)")
+    idx.add_argument("--installed", nargs="*", metavar="PACKAGE",
+                     help="index the installed packages' docs instead (all, or the ones named)")
+    se = sub.add_parser(
+        "search", parents=[shared], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="search the workspace's code and docs: file:line results (the index is updated first)",
+        description="Hybrid search: BM25 over code-aware words plus embeddings, fused by reciprocal rank, over\n"
+        "the workspace index and, when built, the installed packages' index. When nothing local is relevant,\n"
+        "Context7 is asked (off with --no-context7).",
+        epilog="examples:\n"
+        "  assistant search read_file\n"
+        "  assistant search \"where are tool calls parsed\"\n"
+        "  assistant search -k 10 --json \"retry with backoff\"")
+    se.add_argument("query", nargs="+")
+    se.add_argument("-k", type=int, default=5, metavar="N", help="results (default 5)")
+    se.add_argument("--json", action="store_true", dest="as_json", help="results as JSON")
+    se.add_argument("--no-update", action="store_false", dest="update", help="search the index as it is")
+    mem = sub.add_parser("memory", parents=[shared], help="list, search or forget what the assistant remembers")
+    mem.add_argument("action", nargs="?", default="list", choices=("list", "search", "forget"))
+    mem.add_argument("rest", nargs="*", help="search: the query; forget: a note's number from `memory list`")
 
     bench = sub.add_parser("bench", help="benchmarks (figures, not tests)")
     bsub = bench.add_subparsers(dest="action", metavar="ACTION", required=True)

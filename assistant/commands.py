@@ -1,4 +1,5 @@
-"""The subcommands: models, audit, config, doctor and bench (the REPL's slash commands call the same functions)."""
+"""The subcommands: models, audit, config, doctor, bench, index, search and memory (the REPL's slash commands call the
+same functions)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import shlex
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from assistant.errors import AssistantError
@@ -15,19 +17,93 @@ from assistant.home import home, models_dir, subdir
 
 def run(args, settings) -> int:
     handler = {"models": models, "audit": audit, "config": config, "doctor": doctor, "bench": bench,
-               "repair": repair}[args.command]
+               "repair": repair, "index": index, "search": search, "memory": memory}[args.command]
     return handler(args, settings)
+
+
+# --- memory and search ---------------------------------------------------------------------------------
+
+
+def _embedding_progress(total: int):
+    """A rich progress bar over chunks embedded (nothing when there is nothing to embed)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        disable=total == 0 or not sys.stderr.isatty(), console=None)
+    task = progress.add_task("embedding", total=total)
+    return progress, lambda n: progress.advance(task, n)
+
+
+def index(args, settings) -> int:
+    from assistant.memory_bank.code_index import installed_index_dir, update_installed
+    from assistant.plugins import search as search_plugin
+
+    bar: dict = {}
+
+    def plan(total: int) -> None:
+        print(f"{total} chunks to embed", file=sys.stderr, flush=True)
+        bar["progress"], bar["advance"] = _embedding_progress(total)
+        bar["progress"].start()
+
+    def advance(n: int) -> None:
+        bar["advance"](n)
+
+    start = time.monotonic()
+    try:
+        if args.installed is not None:
+            target = installed_index_dir()
+            stats = update_installed(search_plugin.index_for(target), args.installed, progress=advance, on_plan=plan)
+            what = f"{stats.files} packages, {stats.changed} new or changed, {stats.removed} gone"
+        else:
+            root = Path(args.path or settings.workspace).expanduser().resolve()
+            if not root.is_dir():
+                raise AssistantError(f"{root} is not a folder")
+            target = root / ".assistant" / "index"
+            stats = search_plugin.refresh(root, progress=advance, on_plan=plan)
+            what = f"{stats.files} files, {stats.changed} new or changed, {stats.removed} gone"
+    finally:
+        if "progress" in bar:
+            bar["progress"].stop()
+    print(f"indexed {what}; {stats.chunks} chunks embedded, {stats.total} in {target} "
+          f"({time.monotonic() - start:.1f} s)")
+    return 0
+
+
+def search(args, settings) -> int:
+    from assistant.plugins import search as search_plugin
+
+    query = " ".join(args.query)
+    root = Path(settings.workspace)
+    if not args.as_json:
+        print(search_plugin.search_text(root, settings, query, args.k, update=args.update))
+        return 0
+    if args.update:
+        search_plugin.refresh(root)
+    results = search_plugin.search_results(root, query, args.k)
+    print(json.dumps([{"location": r.location, "path": r.record["path"], "start": r.record["start"],
+                       "end": r.record["end"], "symbol": r.record.get("symbol", ""), "score": round(r.score, 5),
+                       "similarity": None if r.cosine is None else round(r.cosine, 4),
+                       "snippet": r.snippet(query)} for r in results], indent=2))
+    return 0
+
+
+def memory(args, settings) -> int:
+    from assistant.memory_bank.memory import Memory, memory_command
+
+    mem = Memory(settings) if settings.memory else None
+    print(memory_command(" ".join([args.action, *args.rest]), mem))
+    return 0
 
 
 # --- models ------------------------------------------------------------------------------------------
 
 
 def models(args, settings) -> int:
-    from assistant.models.registry import REGISTRY, cached_path, is_cached, pull, pull_hf
+    from assistant.models.registry import EMBEDDERS, REGISTRY, cached_path, find_entry, is_cached, pull, pull_hf
 
     if args.action == "list":
         print(f"{'name':<16} {'cached':<7} description")
-        for entry in REGISTRY.values():
+        for entry in [*REGISTRY.values(), *EMBEDDERS.values()]:
             print(f"{entry.name:<16} {'yes' if is_cached(entry) else 'no':<7} {entry.description}")
         hf = models_dir() / "hf"
         for done in sorted(hf.glob("*/*/.complete")) if hf.exists() else []:
@@ -39,10 +115,14 @@ def models(args, settings) -> int:
         if args.name.startswith("hf:"):
             path = pull_hf(args.name[3:])
         else:
-            entry = REGISTRY.get(args.name)
+            entry = find_entry(args.name)
             if entry is None:
-                raise AssistantError(f"unknown model {args.name!r}; known: {', '.join(REGISTRY)} (or hf:ORG/NAME)")
+                known = ", ".join([*REGISTRY, *EMBEDDERS])
+                raise AssistantError(f"unknown model {args.name!r}; known: {known} (or hf:ORG/NAME)")
             path = pull(entry, force=args.force)
+            if entry.name in EMBEDDERS:
+                print(f"ready: {path.parent}")
+                return 0
             from assistant.models.transformers_backend import converted_dir, convert_gguf
 
             if not (converted_dir(path) / ".complete").exists():
@@ -51,7 +131,7 @@ def models(args, settings) -> int:
         print(f"ready: {path}")
         return 0
     name = args.name or settings.model
-    entry = REGISTRY.get(name)
+    entry = find_entry(name)
     if entry is None:
         print(json.dumps({"spec": name, "note": "not a registry model; loaded as given"}, indent=2))
         return 0

@@ -51,24 +51,39 @@ class Settings:
     sandbox_uid: int = 65533
     audit_log: str | None = None
     workspace: str = "."
+    memory: bool = True
+    memory_vector_dir: str | None = None
+    recall_k: int = 3
+    recall_chars: int = 300
+    recall_min_score: float = 0.35
+    search_min_score: float = 0.3
+    context7: bool = True
+    context7_url: str = "https://context7.com/api"
+    context7_api_key: str | None = None
+    context7_chars: int = 256
+    context7_timeout: float = 10.0
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     # "sandbox" mirrors assistant.sandbox.POLICIES (not imported here: it loads ctypes; a test keeps them equal).
     CHOICES = {"quantization": ("auto", "none", "int8", "8bit", "4bit"), "decoder": ("auto", "generate"),
                "server_grammar": ("auto", "gbnf", "vllm", "json", "off"), "approval": ("ask", "auto", "never"),
                "sandbox": ("auto", "bwrap", "unshare", "weak", "rlimits")}
-    SECRET = ("api_key",)
+    SECRET = ("api_key", "context7_api_key")
     MINIMUM = {"max_new_tokens": 1, "max_actions_per_turn": 1, "max_steps": 1, "command_timeout": 1,
                "observation_summary_chars": 0, "context_window": 1, "request_timeout": 0.1,
-               "sandbox_uid": 1}
+               "sandbox_uid": 1, "recall_k": 0, "recall_chars": 20, "context7_chars": 20,
+               "context7_timeout": 0.1}
     # A cloned repository's .assistant/config.toml must not be able to approve commands, send keys or prompts
     # to a server of its choosing, load remote code, move the audit log or rewrite the system prompt.
     NOT_FROM_WORKSPACE = ("approval", "yes", "model", "model_name", "api_key", "trust_remote_code", "audit_log",
-                          "system_prompt", "disable_system_prompt", "workspace", "sandbox", "sandbox_uid")
+                          "system_prompt", "disable_system_prompt", "workspace", "sandbox", "sandbox_uid",
+                          "memory_vector_dir", "context7_url", "context7_api_key")
 
     # Older names still accepted in config files, ASSISTANT_* variables and load_settings() flags.
     # `yes = true` (ASSISTANT_YES, --yes) is `approval = "auto"`; `yes = false` changes nothing.
     ALIASES = ("yes",)
+    # Variables read without the ASSISTANT_ prefix too (the names other Context7 clients use); ASSISTANT_* wins.
+    PLAIN_ENV = {"context7_url": "CONTEXT7_URL", "context7_api_key": "CONTEXT7_API_KEY"}
 
     def public_items(self) -> list[tuple[str, Any, str]]:
         """(name, value, source) for `config show`; secrets are masked."""
@@ -193,7 +208,7 @@ def load_settings(flags: dict[str, Any] | None = None, *, env: dict[str, str] | 
             log.warning("%s: %s is ignored in a workspace config (set it in %s, the environment or a flag)",
                         ws_path, name, user_config_path())
     layers.append((str(ws_path), ws_values))
-    env_layer = {}
+    env_layer = {name: env[key] for name, key in Settings.PLAIN_ENV.items() if key in env}
     for name in [f.name for f in setting_fields()] + list(Settings.ALIASES):
         key = "ASSISTANT_" + name.upper()
         if key in env:

@@ -19,6 +19,8 @@ BUILTIN_PLUGINS = (
     "assistant.plugins.python",
     "assistant.plugins.files",
     "assistant.plugins.repair",
+    "assistant.plugins.search",
+    "assistant.plugins.context7",
     "assistant.plugins.approval",
     "assistant.models.builtin",
 )

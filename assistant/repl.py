@@ -30,6 +30,7 @@ BUILTIN_HELP = {
     "clear": "forget the conversation (the audit log keeps it)",
     "history": "the conversation so far",
     "remember": "/remember NOTE: keep a note for later sessions",
+    "memory": "the notes and what memory holds; /memory search QUERY; /memory forget N",
     "audit": "the audit log of this session and whether its chain verifies",
     "undo": "restore the files the last tool call changed",
     "exit": "leave (Ctrl-D works too)",
@@ -176,6 +177,11 @@ class Repl:
         elif isinstance(event, Answer):
             if event.text != streamed.strip():  # already on screen as it streamed, unless it was cleaned up
                 self.write(s("1", safe(event.text)))
+        elif isinstance(event, Meta) and event.name == "recall":
+            for item in event.data["items"]:
+                self.write(s("2", safe(f"(recalled {item['kind']} {item['when']}: {item['text'][:100]})")))
+        elif isinstance(event, Meta) and event.name == "memory_error":
+            self.write(s("33", safe(f"warning: {event.data['error']}")))
         elif isinstance(event, Error) and event.message == "interrupted":
             self.write(s("33", "^C: turn interrupted"))
         elif isinstance(event, Error):
@@ -260,7 +266,13 @@ class Repl:
     def cmd_remember(self, rest: str) -> None:
         from assistant.memory_bank.notes import remember
 
-        self.write("remembered: " + remember(rest))
+        memory = self.session.memory
+        self.write("remembered: " + (memory.remember(rest) if memory else remember(rest)))
+
+    def cmd_memory(self, rest: str) -> None:
+        from assistant.memory_bank.memory import memory_command
+
+        self.write(memory_command(rest, self.session.memory))
 
     def cmd_audit(self, rest: str) -> None:
         from assistant.commands import render_record

@@ -39,7 +39,14 @@ class Session:
         self.model = model if model is not None else load_model(settings, self.registry)
         self.sandbox = Sandbox(self.workspace.root, settings.sandbox, settings.sandbox_uid, hidden=(self.audit.path,))
         self.context = ToolContext(self.workspace, settings, self.undo, self.id, ask, self.sandbox, self.model)
-        self.agent = Agent(self.model, self.registry, settings, self.context, notes=read_notes(limit=5))
+        self.memory = None
+        if settings.memory:
+            from assistant.memory_bank.memory import Memory
+
+            self.memory = Memory(settings, session=self.id)
+            self.memory.start()  # the embedder loads in the background, like the model
+        self.agent = Agent(self.model, self.registry, settings, self.context, notes=read_notes(limit=5),
+                           memory=self.memory)
         self.registry.hook.on_event(event=Meta("session_start", {
             "model": settings.model, "workspace": str(self.workspace.root),
             "tools": sorted(self.registry.tools), "interactive": interactive,

@@ -52,19 +52,29 @@ class Workspace:
         return found
 
 
-def replace_file(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write data to path atomically through a fresh temporary file (O_EXCL: never through a planted symlink)."""
+def replace_file(path: Path, data: bytes, mode: int | None = None, *, durable: bool = False) -> None:
+    """Write data to path atomically through a fresh temporary file (O_EXCL: never through a planted symlink).
+    durable: fsync the file before the rename and the folder after it, so a crash leaves the old or the new."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".assistant-tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if durable:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 @dataclass

@@ -29,7 +29,7 @@ def interruptible():
 def isolated_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("home")
     for key in list(os.environ):
-        if key.startswith("ASSISTANT_"):
+        if key.startswith(("ASSISTANT_", "CONTEXT7_")):
             monkeypatch.delenv(key)
     monkeypatch.setenv("ASSISTANT_HOME", str(home))
     monkeypatch.setenv("ASSISTANT_CONFIG", str(home / "config.toml"))
@@ -55,6 +55,7 @@ def make_session(workspace):
 
     def make(outputs=(), *, plugins=None, ask=None, interactive=False, **flags):
         flags.setdefault("workspace", str(workspace))
+        flags.setdefault("memory", False)  # tests of memory turn it on; the others need no embedder
         settings = load_settings(flags)
         session = Session(settings, model=ScriptedModel(outputs), plugins=plugins, ask=ask, interactive=interactive)
         made.append(session)

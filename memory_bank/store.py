@@ -1,0 +1,315 @@
+"""A vector store in one folder: records (JSONL, the truth) and a FAISS index of their vectors (inner product on
+unit vectors = cosine), ids shared between the two.
+
+Durability (SECURITY.md, "SIGKILL during a memory/index save"):
+- the index is written whole to a temporary file, fsynced and renamed over the old one; the records come after:
+  appended and fsynced for additions, rewritten the same atomic way for removals (which go first, index after);
+- so a crash leaves at worst index vectors without a record (an unacknowledged addition, or a removal half
+  done): they are dropped on load; records without vectors (an index set aside) are embedded again;
+- an index that does not load is renamed `index.faiss.corrupt-<time>` and rebuilt from the records;
+- one writer at a time: every change holds an exclusive flock on `.lock` and first re-reads what another process
+  wrote since.
+
+Exact search (a flat index) below APPROX_FROM vectors, HNSW above; `assistant bench memory` measured the
+crossing point and the HNSW settings (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from assistant.errors import AssistantError
+from assistant.workspace import replace_file
+
+log = logging.getLogger("assistant.memory")
+
+RECORDS, INDEX, LOCK = "records.jsonl", "index.faiss", ".lock"
+APPROX_FROM = 20_000
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 64
+
+
+@dataclass
+class Hit:
+    score: float
+    record: dict
+
+
+def _faiss():
+    import faiss
+
+    return faiss
+
+
+def new_index(n: int, dim: int):
+    """An empty id-mapped index for about n vectors: exact below APPROX_FROM, HNSW at and above."""
+    faiss = _faiss()
+    if n >= APPROX_FROM:
+        inner = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        inner.hnsw.efSearch = HNSW_EF_SEARCH
+    else:
+        inner = faiss.IndexFlatIP(dim)
+    return faiss.IndexIDMap2(inner)
+
+
+def is_approximate(index) -> bool:
+    return "HNSW" in type(_faiss().downcast_index(index.index)).__name__
+
+
+def index_ids(index) -> np.ndarray:
+    return _faiss().vector_to_array(index.id_map).astype(np.int64)
+
+
+class VectorStore:
+    """Records with an id, a kind and a text (plus any JSON fields), searchable by meaning."""
+
+    def __init__(self, folder: str | os.PathLike, embedder):
+        self.folder = Path(folder).expanduser()
+        self.embedder = embedder
+        self.records: dict[int, dict] = {}
+        self.index = None
+        self._seen: tuple[int, int] | None = None
+        self._mutex = threading.RLock()
+
+    # --- locking and loading -------------------------------------------------------------------------
+
+    def _create(self) -> None:
+        """The folder, made on first use (a workspace gets .assistant/ only when something is kept there)."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            ignore = self.folder / ".gitignore"
+            if not ignore.exists():  # never committed by accident when it lives in a workspace
+                ignore.write_text("# written by assistant: runtime data\n*\n")
+        except OSError as exc:
+            raise AssistantError(f"cannot create {self.folder}: {exc.strerror}") from None
+
+    @contextlib.contextmanager
+    def _locked(self):
+        with self._mutex:
+            self._create()
+            fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = (self.folder / RECORDS).stat()
+        except FileNotFoundError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    def load(self) -> "VectorStore":
+        if not self.folder.exists():  # nothing kept yet: an empty store, and no folder made for it
+            self.records, self.index, self._seen = {}, None, None
+            return self
+        with self._locked():
+            self._load_locked()
+        return self
+
+    def _refresh(self) -> None:
+        """Under the lock: re-read when another process (or nobody yet) changed the records since we did."""
+        if self.index is None or self._stamp() != self._seen:
+            self._load_locked()
+
+    def _load_locked(self) -> None:
+        self.records = self._read_records()
+        self.index = self._read_index()
+        self._reconcile()
+        self._seen = self._stamp()
+
+    def _read_records(self) -> dict[int, dict]:
+        path = self.folder / RECORDS
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise AssistantError(f"cannot read {path}: {exc.strerror}") from None
+        if data and not data.endswith(b"\n"):  # a torn last line: that record was never acknowledged
+            keep = data.rfind(b"\n") + 1
+            with open(path, "r+b") as fh:
+                fh.truncate(keep)
+                os.fsync(fh.fileno())
+            data = data[:keep]
+        records = {}
+        for number, line in enumerate(data.splitlines(), 1):
+            try:
+                rec = json.loads(line)
+                records[int(rec["id"])] = rec
+            except (ValueError, KeyError, TypeError):
+                log.warning("%s line %d is not a record; skipped", path, number)
+        return records
+
+    def _read_index(self):
+        path = self.folder / INDEX
+        if not path.exists():
+            return None
+        faiss = _faiss()
+        try:
+            index = faiss.read_index(str(path))
+            if not isinstance(index, faiss.IndexIDMap2) or index.d != self.embedder.dim:
+                raise ValueError("not an id-mapped index of this embedder's dimension")
+            return index
+        except (RuntimeError, ValueError) as exc:
+            aside = path.with_name(f"{INDEX}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(path, aside)
+            why = str(exc) if isinstance(exc, ValueError) else "faiss cannot read it"
+            log.warning("%s did not load (%s); set aside as %s and rebuilt from the records", path, why, aside.name)
+            return None
+
+    def _reconcile(self) -> None:
+        """Make the index hold exactly the records' vectors (see the module docstring for why they may differ)."""
+        rebuilt = self.index is None
+        if rebuilt:
+            self.index = new_index(len(self.records), self.embedder.dim)
+        have = set(index_ids(self.index).tolist())
+        orphans = have - self.records.keys()
+        missing = sorted(self.records.keys() - have)
+        if orphans:
+            self._remove_vectors(orphans)
+        if missing:
+            texts = [self.records[i]["text"] for i in missing]
+            self._add_vectors(self.embedder.encode(texts), np.array(missing, dtype=np.int64))
+        if (orphans or missing) or (rebuilt and self.records):
+            self._save_index()
+
+    # --- the index ----------------------------------------------------------------------------------
+
+    def _vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        ids = index_ids(self.index)
+        return ids, self.index.index.reconstruct_n(0, len(ids)) if len(ids) else np.zeros((0, self.embedder.dim), np.float32)
+
+    def _rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.index = new_index(len(ids), self.embedder.dim)
+        if len(ids):
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+
+    def _add_vectors(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        total = self.index.ntotal + len(ids)
+        if total >= APPROX_FROM and not is_approximate(self.index):  # grown past exact search: rebuild as HNSW
+            old_ids, old = self._vectors()
+            self._rebuild(np.concatenate([old_ids, ids]), np.concatenate([old, vectors]))
+        else:
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+
+    def _remove_vectors(self, ids: Iterable[int]) -> None:
+        drop = np.array(sorted(ids), dtype=np.int64)
+        if not is_approximate(self.index):
+            self.index.remove_ids(drop)
+            return
+        old_ids, old = self._vectors()  # HNSW cannot remove: rebuild from the vectors it keeps
+        keep = ~np.isin(old_ids, drop)
+        self._rebuild(old_ids[keep], old[keep])
+
+    def _save_index(self) -> None:
+        data = _faiss().serialize_index(self.index).tobytes()
+        try:
+            replace_file(self.folder / INDEX, data, 0o600, durable=True)
+        except OSError as exc:
+            raise AssistantError(f"cannot save {self.folder / INDEX}: {exc.strerror or exc}") from None
+
+    # --- records ------------------------------------------------------------------------------------
+
+    def _append_records(self, records: list[dict]) -> None:
+        path = self.folder / RECORDS
+        data = b"".join(json.dumps(r, ensure_ascii=True).encode("ascii") + b"\n" for r in records)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                if os.write(fd, data) != len(data):
+                    raise OSError(28, "short write")
+                os.fsync(fd)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)  # no half record left behind
+                raise AssistantError(f"cannot save {path}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+
+    def _rewrite_records(self) -> None:
+        data = b"".join(json.dumps(r, ensure_ascii=True).encode("ascii") + b"\n" for r in self.records.values())
+        try:
+            replace_file(self.folder / RECORDS, data, 0o600, durable=True)
+        except OSError as exc:
+            raise AssistantError(f"cannot save {self.folder / RECORDS}: {exc.strerror or exc}") from None
+
+    # --- the public surface -------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def update(self, add: list[dict] = (), remove: Iterable[int] = (),
+               progress: Callable[[int], None] | None = None) -> list[int]:
+        """Remove records by id and add new ones ({"text": ..., "kind": ..., ...}); when this returns, both
+        are on disk. Returns the new records' ids."""
+        add, remove = list(add), set(remove)
+        vectors = self.embedder.encode([r["text"] for r in add], progress=progress) if add else None
+        with self._locked():
+            self._refresh()
+            remove &= self.records.keys()
+            if remove:
+                for i in remove:
+                    del self.records[i]
+                self._rewrite_records()
+                self._remove_vectors(remove)
+            if not add:
+                if remove:
+                    self._save_index()
+                    self._seen = self._stamp()
+                return []
+            start = 1 + max([-1, *self.records, *index_ids(self.index).tolist()])
+            ids = list(range(start, start + len(add)))
+            now = time.time()
+            new = [{**r, "id": i, "ts": r.get("ts", now)} for i, r in zip(ids, add)]
+            self._add_vectors(vectors, np.array(ids, dtype=np.int64))
+            self._save_index()
+            self._append_records(new)
+            self.records.update((r["id"], r) for r in new)
+            self._seen = self._stamp()
+        return ids
+
+    def add(self, text: str, kind: str, **fields) -> int:
+        return self.update([{"text": text, "kind": kind, **fields}])[0]
+
+    def remove(self, ids: Iterable[int]) -> int:
+        """Forget records by id; returns how many there were."""
+        with self._locked():
+            self._refresh()
+            count = len(set(ids) & self.records.keys())
+        self.update(remove=ids)
+        return count
+
+    def search(self, query: str | np.ndarray, k: int = 5, where: Callable[[dict], bool] | None = None) -> list[Hit]:
+        """The k records nearest in meaning (cosine, best first), optionally only those `where` accepts."""
+        if not (self.folder / RECORDS).exists() and not self.records:
+            return []  # nothing kept yet: no folder made, no model loaded
+        with self._locked():
+            self._refresh()
+        if not self.records or k <= 0 or self.index is None:
+            return []
+        vec = self.embedder.encode([query]) if isinstance(query, str) else np.asarray(query, np.float32).reshape(1, -1)
+        with self._mutex:
+            fetch = min(self.index.ntotal, k * 4 if where else k)
+            if is_approximate(self.index):
+                _faiss().downcast_index(self.index.index).hnsw.efSearch = max(HNSW_EF_SEARCH, fetch)
+            scores, ids = self.index.search(vec, fetch)
+            hits = [Hit(float(s), self.records[int(i)]) for s, i in zip(scores[0], ids[0])
+                    if i >= 0 and int(i) in self.records]
+        if where:
+            hits = [h for h in hits if where(h.record)]
+        return hits[:k]

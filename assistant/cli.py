@@ -117,6 +117,9 @@ def _model_flags(p: argparse.ArgumentParser, default: Any = None) -> None:
                    help="the global vector store (default <home>/memory_bank/vector_store)", **d)
     m.add_argument("--recall-k", type=int, metavar="N", help="memories recalled into a turn at most (default 3; 0 = none)", **d)
     m.add_argument("--recall-chars", type=int, metavar="N", help="each recalled memory is cut to N characters (default 300)", **d)
+    m.add_argument("--search-min-score", type=float, metavar="S",
+                   help="search results below this similarity (cosine, -1..1) count as nothing relevant: "
+                   "Context7 is asked then (default 0.35)", **d)
     m.add_argument("--context7", dest="context7", action="store_const", const=True,
                    help="ask Context7 for library docs when local search finds nothing relevant (default on)", **d)
     m.add_argument("--no-context7", dest="context7", action="store_const", const=False,
@@ -133,7 +136,7 @@ SETTING_FLAGS = ("model", "model_name", "device_map", "torch_dtype", "quantizati
                  "low_cpu_mem_usage", "context_window", "max_new_tokens", "temperature", "enable_thinking",
                  "workspace", "approval", "max_actions_per_turn", "max_steps", "observation_summary_chars",
                  "command_timeout", "sandbox", "system_prompt", "disable_system_prompt", "audit_log", "constrain",
-                 "decoder", "server_grammar", "memory", "memory_vector_dir", "recall_k", "recall_chars", "context7",
+                 "decoder", "server_grammar", "memory", "memory_vector_dir", "recall_k", "recall_chars", "search_min_score", "context7",
                  "context7_url", "context7_api_key", "context7_chars")
 
 

@@ -56,7 +56,7 @@ class Settings:
     recall_k: int = 3
     recall_chars: int = 300
     recall_min_score: float = 0.35
-    search_min_score: float = 0.3
+    search_min_score: float = 0.35
     context7: bool = True
     context7_url: str = "https://context7.com/api"
     context7_api_key: str | None = None

@@ -28,3 +28,31 @@ def escape_control(text: str) -> str:
     text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", clean_text(text).replace("\r\n", "\n"))
     return _FORMAT.sub(lambda m: f"\\u{ord(m.group()):04x}" if ord(m.group()) < 0x10000
                        else f"\\U{ord(m.group()):08x}", text)
+
+
+ELLIPSIS = "…"
+
+
+def clip(text: str, limit: int, *, one_line: bool = False) -> str:
+    """The one place text is cut: at most `limit` characters, a cut marked with an ellipsis; one_line folds all
+    whitespace runs (newlines too) into single spaces first."""
+    text = " ".join(text.split()) if one_line else text.strip()
+    return text if len(text) <= limit else text[: max(limit - len(ELLIPSIS), 0)].rstrip() + ELLIPSIS
+
+
+def dedupe_key(text: str) -> str:
+    """The words of a text, lower case, punctuation and spacing ignored: what near-duplicates share."""
+    return " ".join(re.findall(r"\w+", text.casefold()))
+
+
+def distinct(texts: list[str], against: list[str] = ()) -> list[int]:
+    """Indices of the texts that are not near-duplicates (dedupe_key equal, contained or containing) of an
+    earlier text or of one of `against`."""
+    known = [k for k in map(dedupe_key, against) if k]
+    keep = []
+    for i, text in enumerate(texts):
+        key = dedupe_key(text)
+        if key and not any(key in k or k in key for k in known):
+            known.append(key)
+            keep.append(i)
+    return keep

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -22,34 +21,11 @@ from assistant.home import subdir
 from assistant.memory_bank import notes
 from assistant.memory_bank.embeddings import shared_embedder
 from assistant.memory_bank.store import Hit, VectorStore
+from assistant.text import clip, distinct
 
 log = logging.getLogger("assistant.memory")
 
 TURN_CHARS = 2000  # a kept turn is cut to this many characters before it is embedded
-
-
-def normalized(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip().lower()
-
-
-def clip(text: str, limit: int) -> str:
-    """text cut to `limit` characters with an ellipsis, on one line."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: max(0, limit - 1)].rstrip() + "…"
-
-
-def distinct(texts: list[str], against: list[str] = ()) -> list[int]:
-    """Indices of texts that are neither equal to, nor contained in, nor containing an earlier text or one of
-    `against` (compared with whitespace and case normalised)."""
-    seen = [normalized(t) for t in against if t.strip()]
-    keep = []
-    for i, text in enumerate(texts):
-        n = normalized(text)
-        if not n or any(n in s or s in n for s in seen):
-            continue
-        seen.append(n)
-        keep.append(i)
-    return keep
 
 
 @dataclass
@@ -169,7 +145,7 @@ class Memory:
         hits = [h for h in self.search(query, k=s.recall_k * 3) if h.score >= s.recall_min_score]
         keep = distinct([h.record["text"] for h in hits], list(exclude))[: s.recall_k]
         return [Recalled(hits[i].record.get("kind", "?"), hits[i].record.get("when", ""),
-                         clip(hits[i].record["text"], s.recall_chars), hits[i].score) for i in keep]
+                         clip(hits[i].record["text"], s.recall_chars, one_line=True), hits[i].score) for i in keep]
 
 
 def recall_block(recalled: list[Recalled]) -> str:
@@ -210,5 +186,5 @@ def memory_command(args: str, memory: Memory | None) -> str:
             return "memory is off (--no-memory)"
         hits = memory.search(rest, k=10)
         return "\n".join(f"{h.score:5.2f} [{h.record.get('kind')} {h.record.get('when', '')}] "
-                         f"{clip(h.record['text'], 200)}" for h in hits) or "nothing recalled"
+                         f"{clip(h.record['text'], 200, one_line=True)}" for h in hits) or "nothing recalled"
     return "usage: " + MEMORY_USAGE

@@ -21,23 +21,20 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 from assistant import home
 from assistant.config import load_settings
 from assistant.errors import ToolError
 from assistant.hookspecs import hookimpl
-from assistant.text import escape_control
+from assistant.text import clip, distinct, escape_control
+from assistant.workspace import replace_file
 
 CACHE_SECONDS = 24 * 3600
 MAX_PASSAGES = 5  # passages the tool and the command show
 MAX_GUESSES = 3  # words of a search query the fallback tries as library names
-MARK = "…"  # ends a cut passage
 _SEPARATOR = re.compile(r"^-{10,}\s*$")  # between snippets: 32 dashes in v2, 40 in v1
 _LIBRARY_ID = re.compile(r"^/[\w.@-]+/[\w.@-]+(/[\w.@-]+)?$")  # /org/project or /org/project/version
 _STOP = frozenset("""a about add an and are as at be by can call code do does error file fix for from get how i if in
@@ -65,7 +62,7 @@ class Context7Client:
         self.api_key = api_key or None
         self.timeout = float(timeout)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else home.subdir("cache") / "context7"
-        self._http: httpx.Client | None = None
+        self._http = None  # an httpx.Client, made on the first request
 
     def __enter__(self) -> "Context7Client":
         return self
@@ -103,6 +100,8 @@ class Context7Client:
         cached = _read_cache(cache)
         if cached is not None:
             return cached
+        import httpx  # here, not at the top: plugins load on the REPL's start-up path
+
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         if self._http is None:
             self._http = httpx.Client(timeout=self.timeout)
@@ -118,7 +117,7 @@ class Context7Client:
         _write_cache(cache, reply.text)
         return reply.text
 
-    def _refusal(self, reply: httpx.Response) -> str:
+    def _refusal(self, reply) -> str:
         code = reply.status_code
         if code in (401, 403):
             return f"Context7 refused the request (HTTP {code}): check --context7-api-key / CONTEXT7_API_KEY"
@@ -151,17 +150,7 @@ def _read_cache(path: Path) -> str | None:
 def _write_cache(path: Path, body: str) -> None:
     """Write atomically (temporary file, fsync, rename); a cache that cannot be written only costs a request."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"saved": time.time(), "body": body}, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replace_file(path, json.dumps({"saved": time.time(), "body": body}).encode("utf-8"), durable=True)
     except OSError:
         pass
 
@@ -192,30 +181,11 @@ def passages(text: str) -> list[str]:
     return found
 
 
-def clip(text: str, limit: int) -> str:
-    """The one place text is cut: at most `limit` characters, a cut marked with an ellipsis."""
-    text = text.strip()
-    return text if len(text) <= limit else text[: max(limit - len(MARK), 0)].rstrip() + MARK
-
-
-def _norm(text: str) -> str:
-    return " ".join(re.findall(r"\w+", text.casefold()))
-
-
 def _select(texts: list[str], chars: int, limit: int, seen=()) -> list[str]:
-    """Up to `limit` texts, each made inert and cut to `chars`, leaving out near-duplicates: one whose words (lower
-    case, punctuation and spacing ignored) equal, are contained in or contain those of a text kept or `seen`."""
-    known = [key for key in map(_norm, seen) if key]
-    kept: list[str] = []
-    for text in texts:
-        shown = clip(escape_control(text), chars)
-        key = _norm(shown)
-        if key and not any(key in k or k in key for k in known):
-            kept.append(shown)
-            known.append(key)
-            if len(kept) >= limit:
-                break
-    return kept
+    """Up to `limit` texts, each made inert and cut to `chars`, leaving out near-duplicates of each other and of
+    `seen` (assistant.text.distinct)."""
+    shown = [clip(escape_control(t), chars) for t in texts]
+    return [shown[i] for i in distinct(shown, list(seen))][:limit]
 
 
 def client_for(settings) -> Context7Client:

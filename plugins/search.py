@@ -12,38 +12,46 @@ from typing import Callable
 
 from assistant.errors import ToolError
 from assistant.hookspecs import hookimpl
-from assistant.memory_bank.code_index import (HybridIndex, Result, cosine_of, fuse, installed_index_dir,
-                                              update_workspace, workspace_index_dir)
-from assistant.memory_bank.embeddings import shared_embedder
 
-_indexes: dict[Path, HybridIndex] = {}  # one per folder per process: the BM25 index is kept between searches
+# The index modules (numpy, faiss, bm25s) are imported on first use: plugins load on the REPL's start-up path.
+_indexes: dict = {}  # one HybridIndex per folder per process: the BM25 index is kept between searches
 
 
-def index_for(folder: Path) -> HybridIndex:
+def index_for(folder: Path):
+    from assistant.memory_bank.code_index import HybridIndex
+    from assistant.memory_bank.embeddings import shared_embedder
+
     folder = Path(folder).resolve()
     if folder not in _indexes:
         _indexes[folder] = HybridIndex(folder, shared_embedder())
     return _indexes[folder]
 
 
-def workspace_index(root: Path) -> HybridIndex:
+def workspace_index(root: Path):
+    from assistant.memory_bank.code_index import workspace_index_dir
+
     return index_for(workspace_index_dir(root))
 
 
 def refresh(root: Path, progress: Callable[[int], None] | None = None, on_plan=None):
     """Bring the workspace index up to date (incremental); returns the UpdateStats."""
+    from assistant.memory_bank.code_index import update_workspace
+
     return update_workspace(Path(root), workspace_index(root), progress=progress, on_plan=on_plan)
 
 
-def search_results(root: Path, query: str, k: int = 5) -> list[Result]:
-    """Fused results from the workspace index and, when it was built, the installed packages' index."""
+def search_results(root: Path, query: str, k: int = 5) -> list:
+    """Fused results (code_index.Result) from the workspace index and, when it was built, the installed
+    packages' index."""
+    from assistant.memory_bank.code_index import fuse, installed_index_dir
+
     indexes = [workspace_index(root)]
     if installed_index_dir().exists():
         indexes.append(index_for(installed_index_dir()))
     return fuse(indexes, query, k)
 
 
-def render(results: list[Result], query: str) -> str:
+def render(results: list, query: str) -> str:
     lines = []
     for n, r in enumerate(results, 1):
         rec = r.record
@@ -62,6 +70,8 @@ def search_text(root: Path, settings, query: str, k: int = 5, update: bool = Tru
         raise ToolError("the query is empty")
     if update:
         refresh(root)
+    from assistant.memory_bank.code_index import cosine_of
+
     results = search_results(root, query, k)
     text = render(results, query) if results else "no matches in the workspace"
     if getattr(settings, "context7", False) and cosine_of(results) < settings.search_min_score:

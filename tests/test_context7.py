@@ -15,6 +15,7 @@ from assistant.config import load_settings
 from assistant.errors import ToolError
 from assistant.loader import load_plugins
 from assistant.plugins import context7 as c7
+from assistant.text import ELLIPSIS
 from assistant.tools import ToolContext
 
 KEY = "ctx7sk-test-secret-0123"
@@ -216,11 +217,11 @@ def test_dedupe_drops_twins_and_local_texts(server):
 def test_truncation_default_and_configured(server):
     text = run_tool(settings_for(server), library="httpx", topic="timeouts")
     first = text.split("\n\n[1] ", 1)[1].split("\n\n[2] ", 1)[0]
-    assert 200 < len(first) <= 256 and first.endswith(c7.MARK)
+    assert 200 < len(first) <= 256 and first.endswith(ELLIPSIS)
     assert "[3] " + c7.passages(DOCS)[3] in text  # short passages are left whole
     found = c7.fallback("httpx timeouts", settings_for(server, context7_chars=40))
-    assert found and all(len(p) <= 40 for p in found) and found[0].endswith(c7.MARK)
-    assert c7.clip("abcdef", 6) == "abcdef" and c7.clip("abcdefg", 6) == "abcde" + c7.MARK
+    assert found and all(len(p) <= 40 for p in found) and found[0].endswith(ELLIPSIS)
+    assert c7.clip("abcdef", 6) == "abcdef" and c7.clip("abcdefg", 6) == "abcde" + ELLIPSIS
 
 
 def test_replies_are_cached_on_disk(server):

@@ -32,6 +32,7 @@ install: $(STAMP) sandbox
 
 pull: install
 	$(BIN)/assistant models pull smollm2-135m
+	$(BIN)/assistant models pull all-minilm-l6-v2
 
 run: pull
 	$(BIN)/assistant $(ARGS)

@@ -254,7 +254,16 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
     se.add_argument("-k", type=int, default=5, metavar="N", help="results (default 5)")
     se.add_argument("--json", action="store_true", dest="as_json", help="results as JSON")
     se.add_argument("--no-update", action="store_false", dest="update", help="search the index as it is")
-    mem = sub.add_parser("memory", parents=[shared], help="list, search or forget what the assistant remembers")
+    mem = sub.add_parser(
+        "memory", parents=[shared], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="list, search or forget what the assistant remembers",
+        description="Notes (--remember, /remember) live in <home>/memory_bank/global.md; answered turns in the\n"
+        "workspace's .assistant/memory. Both are embedded (all-MiniLM-L6-v2) into FAISS and the most relevant\n"
+        "are recalled into later prompts (--recall-k, --recall-chars; --no-memory turns it off).",
+        epilog="examples:\n"
+        "  assistant memory                          the notes, numbered, and what the stores hold\n"
+        "  assistant memory search deploy            what would be recalled for 'deploy', with scores\n"
+        "  assistant memory forget 3                 remove note 3")
     mem.add_argument("action", nargs="?", default="list", choices=("list", "search", "forget"))
     mem.add_argument("rest", nargs="*", help="search: the query; forget: a note's number from `memory list`")
 
@@ -274,6 +283,14 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
                           "loop) and of llama.cpp on the same GGUF, and time to first token on turn 1 vs turn 5")
     dec.add_argument("--tokens", type=int, default=150, help="greedy tokens per run (default 150)")
     dec.add_argument("--runs", type=int, default=3, help="runs per decoder; the median is reported (default 3)")
+    bm = bsub.add_parser("memory", parents=[shared], help="vector search p50/p95 and recall@10 at 10k and 100k real "
+                         "embeddings (FAISS exact, HNSW, IVF; numpy), embedding throughput, time to index the workspace")
+    bm.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], metavar="N",
+                    help="store sizes to measure (default 10000 100000)")
+    bm.add_argument("--queries", type=int, default=200, metavar="N", help="held-out queries (default 200)")
+    bm.add_argument("--seq-len", type=int, default=48, metavar="T",
+                    help="tokens of each chunk embedded for the search figures (default 48; vectors are cached)")
+    bm.add_argument("--no-index", action="store_true", help="skip indexing the workspace's tracked files")
     sb = bsub.add_parser("sandbox", parents=[shared], help="what each sandbox layer adds to one execution "
                          "(cold and warm) against bare `python3 -I -c pass`")
     sb.add_argument("--runs", type=int, default=50, help="executions per variant, interleaved (default 50)")

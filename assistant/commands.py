@@ -400,20 +400,23 @@ def bench(args, settings) -> int:
         return sandbox_overhead(settings, runs=args.runs, out=sys.stdout)
     command = "assistant " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.action == "tools":
-        from pathlib import Path
-
         from assistant.bench_tools import bench_tools
 
         modes = ("constrained", "free") if args.decoding == "both" else (args.decoding,)
         return bench_tools(settings, data=Path(args.data) if args.data else None, limit=args.limit, modes=modes,
                            command=command)
+    if args.action == "memory":
+        from assistant.bench_memory import bench_memory
+
+        root = Path(settings.workspace)
+        repo = None if args.no_index or not (root / ".git").exists() else root
+        return bench_memory(sizes=tuple(args.sizes), queries=args.queries, seq_len=args.seq_len, repo=repo,
+                            command=command)
     if args.action == "decode":
         from assistant.bench import decode
 
         return decode(settings, tokens=args.tokens, runs=args.runs, command=command)
     if args.action == "humaneval":
-        from pathlib import Path
-
         from assistant.humaneval import BenchConfig, bench_humaneval
 
         cfg = BenchConfig(limit=args.limit, iters=args.iters, candidates=args.candidates, leaky=args.leaky)

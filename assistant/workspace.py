@@ -31,6 +31,8 @@ class Workspace:
         real = Path(os.path.realpath(candidate))
         if real != self.root and self.root not in real.parents:
             raise ToolError(f"{path}: outside the workspace {self.root}")
+        if [p.lower() for p in real.relative_to(self.root).parts[:2]] == [".assistant", "memory"]:
+            raise ToolError(f"{path}: the assistant's memory is not readable by tools (/memory shows it)")
         if for_write:
             first = real.relative_to(self.root).parts[:1]
             # .git as a whole (hooks, config: core.hooksPath, fsmonitor run commands) and our own settings;

@@ -15,7 +15,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from assistant.home import subdir
 from assistant.memory_bank.chunking import Chunk, chunk_text, read_text, walk_files
@@ -87,10 +87,9 @@ def _header(path: str, symbol: str, package: str = "") -> str:
     return " · ".join(x for x in (package, path, symbol) if x)
 
 
-def _chunk_records(chunks: list[Chunk], file_hash: str, package: str = "") -> list[dict]:
+def _chunk_records(chunks: list[Chunk], package: str = "") -> list[dict]:
     return [{"kind": "chunk", "path": c.path, "start": c.start, "end": c.end, "symbol": c.symbol,
-             "file_hash": file_hash, "package": package, "text": _header(c.path, c.symbol, package) + "\n" + c.text}
-            for c in chunks]
+             "package": package, "text": _header(c.path, c.symbol, package) + "\n" + c.text} for c in chunks]
 
 
 class HybridIndex:
@@ -176,36 +175,32 @@ class UpdateStats:
     total: int = 0  # records in the index afterwards
 
 
-def update_workspace(root: Path, index: HybridIndex, progress: Callable[[int], None] | None = None,
-                     on_plan: Callable[[int], None] | None = None) -> UpdateStats:
-    """Bring the index up to date with the files under root; `on_plan(chunks)` is told how many will be
-    embedded before `progress(n)` counts them."""
+def _update(index: HybridIndex, sources: Iterable[tuple[str, str, Callable[[], list[dict] | None]]], *,
+            prune: bool = True, progress=None, on_plan=None) -> UpdateStats:
+    """Incremental update from (source, version, make_records) triples: a source whose records carry the same
+    version is left alone, a changed one replaced, one no longer listed removed (when `prune`). `on_plan(n)` is
+    told how many chunks will be embedded before `progress(n)` counts them."""
     store = index.store
     store.load()
     known: dict[str, tuple[str, list[int]]] = {}
     for rid, rec in store.records.items():
-        known.setdefault(rec["path"], (rec["file_hash"], []))[1].append(rid)
+        known.setdefault(rec["source"], (rec["version"], []))[1].append(rid)
     stats, add, remove, seen = UpdateStats(), [], [], set()
-    for path, rel in walk_files(root):
+    for source, version, make in sources:
         stats.files += 1
-        seen.add(rel)
-        try:
-            data = path.read_bytes()
-        except OSError:
+        seen.add(source)
+        old = known.get(source)
+        if old and old[0] == version:
             continue
-        digest = hashlib.sha256(data).hexdigest()
-        old = known.get(rel)
-        if old and old[0] == digest:
-            continue
-        text = read_text(path)
-        if text is None:
+        records = make()
+        if records is None:
             continue
         stats.changed += 1
-        add += _chunk_records(chunk_text(rel, text), digest)
+        add += [{**r, "source": source, "version": version} for r in records]
         if old:
             remove += old[1]
-    for rel, (_, ids) in known.items():
-        if rel not in seen:
+    for source, (_, ids) in known.items():
+        if prune and source not in seen:
             stats.removed += 1
             remove += ids
     if on_plan:
@@ -213,6 +208,25 @@ def update_workspace(root: Path, index: HybridIndex, progress: Callable[[int], N
     store.update(add, remove, progress=progress)
     stats.chunks, stats.total = len(add), len(store)
     return stats
+
+
+def update_workspace(root: Path, index: HybridIndex, progress: Callable[[int], None] | None = None,
+                     on_plan: Callable[[int], None] | None = None) -> UpdateStats:
+    """Bring the index up to date with the files under root (a file's version is its content's sha256)."""
+    def files():
+        for path, rel in walk_files(root):
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError:
+                continue
+            yield rel, digest, lambda path=path, rel=rel: _file_records(path, rel)
+
+    return _update(index, files(), progress=progress, on_plan=on_plan)
+
+
+def _file_records(path: Path, rel: str) -> list[dict] | None:
+    text = read_text(path)
+    return None if text is None else _chunk_records(chunk_text(rel, text))
 
 
 # --- installed packages ---------------------------------------------------------------------------------
@@ -252,7 +266,7 @@ def package_chunks(dist: importlib.metadata.Distribution) -> list[dict]:
     name = dist.metadata["Name"]
     package = f"{name}=={dist.version}"
     readme = dist.metadata.get_payload() or dist.metadata.get("Description") or ""  # type: ignore[attr-defined]
-    records = _chunk_records(chunk_text("README.md", readme), package, package) if readme.strip() else []
+    records = _chunk_records(chunk_text("README.md", readme), package) if readme.strip() else []
     for file in dist.files or []:
         if file.suffix != ".py" or "tests" in file.parts or "test" in file.parts or file.name.startswith("test_"):
             continue
@@ -262,43 +276,22 @@ def package_chunks(dist: importlib.metadata.Distribution) -> list[dict]:
             continue
         module = ".".join(file.with_suffix("").parts).removesuffix(".__init__")
         for start, end, qualname, doc in _docstrings(module, text):
-            records += _chunk_records([Chunk(file.as_posix(), start, end, f"{qualname}\n{doc}", qualname)],
-                                      package, package)
+            records += _chunk_records([Chunk(file.as_posix(), start, end, f"{qualname}\n{doc}", qualname)], package)
     return records
 
 
 def update_installed(index: HybridIndex, names: list[str] = (), progress=None, on_plan=None) -> UpdateStats:
     """Index the installed distributions (or only `names`) at their installed versions; a package whose
-    version changed is indexed again, one that is gone is dropped."""
-    store = index.store
-    store.load()
-    known: dict[str, list[int]] = {}
-    for rid, rec in store.records.items():
-        known.setdefault(rec["package"], []).append(rid)
+    version changed is indexed again, one that is gone is dropped (when all are indexed)."""
     wanted = {n.lower().replace("_", "-") for n in names}
-    stats, add, remove, present = UpdateStats(), [], [], set()
-    for dist in sorted(importlib.metadata.distributions(), key=lambda d: d.metadata["Name"].lower()):
-        name = dist.metadata["Name"]
-        if wanted and name.lower().replace("_", "-") not in wanted:
-            continue
-        package = f"{name}=={dist.version}"
-        present.add(package)
-        stats.files += 1
-        if package in known:
-            continue
-        stats.changed += 1
-        add += package_chunks(dist)
-        remove += [rid for pkg, ids in known.items() if pkg.split("==")[0] == name for rid in ids]
-    if not wanted:
-        for pkg, ids in known.items():
-            if pkg not in present:
-                stats.removed += 1
-                remove += ids
-    if on_plan:
-        on_plan(len(add))
-    store.update(add, remove, progress=progress)
-    stats.chunks, stats.total = len(add), len(store)
-    return stats
+
+    def packages():
+        for dist in sorted(importlib.metadata.distributions(), key=lambda d: d.metadata["Name"].lower()):
+            key = dist.metadata["Name"].lower().replace("_", "-")
+            if not wanted or key in wanted:
+                yield key, dist.version, lambda dist=dist: package_chunks(dist)
+
+    return _update(index, packages(), prune=not wanted, progress=progress, on_plan=on_plan)
 
 
 def cosine_of(results: list[Result]) -> float:

@@ -71,7 +71,9 @@ class Memory:
     def _prepare(self) -> None:
         try:
             self.sync_notes()
-            self.workspace_store.search("", k=0)  # loads (and if need be repairs) the workspace store
+            self.workspace_store.load()  # embeds turns kept without vectors (keep_turn), repairs if need be
+            if len(self.global_store) or len(self.workspace_store):
+                self.embedder.encode(["warm up"])  # recall will need the model: load it now, off the prompt's path
         except AssistantError as exc:
             self._error = str(exc)
         except Exception as exc:  # noqa: BLE001 - memory trouble must not end the session
@@ -99,7 +101,8 @@ class Memory:
             if line not in kept:
                 when, text = notes.split_note(line)
                 add.append({"kind": "note", "text": text, "line": line, "when": when})
-        gone = [i for line, i in kept.items() if line not in set(lines)]
+        current = set(lines)
+        gone = [i for line, i in kept.items() if line not in current]
         if add or gone:
             store.update(add, gone)
         return len(add), len(gone)
@@ -119,12 +122,13 @@ class Memory:
         return line
 
     def keep_turn(self, request: str, answer: str) -> int | None:
-        """Keep one answered request in the workspace's memory; None when memory is off."""
+        """Keep one answered request in the workspace's memory (embedded at the next recall or session, so a
+        one-shot `--once` never waits for the model to keep it); None when memory is off."""
         if not self.ready():
             return None
         text = clip(f"User: {request}\nAssistant: {answer}", TURN_CHARS)
-        return self.workspace_store.add(text, "turn", session=self.session,
-                                        when=time.strftime("%Y-%m-%d %H:%M"))
+        return self.workspace_store.append([{"text": text, "kind": "turn", "session": self.session,
+                                             "when": time.strftime("%Y-%m-%d %H:%M")}])[0]
 
     # --- reading ------------------------------------------------------------------------------------
 

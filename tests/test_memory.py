@@ -15,10 +15,12 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from conftest import call
 import pytest
 
 from assistant.config import load_settings
 from assistant.events import Meta
+from assistant.logs.audit import read_records
 from assistant.memory_bank import notes
 from assistant.memory_bank.store import INDEX, RECORDS, VectorStore, index_ids
 
@@ -234,3 +236,36 @@ def test_memory_flags_and_cli(isolated_home, shared_models, workspace, tmp_path,
     assert settings.recall_k == 5 and settings.memory_vector_dir == str(vector_dir)
     records = [json.loads(l) for l in (vector_dir / RECORDS).read_text().splitlines()]
     assert records[0]["kind"] == "note" and records[0]["when"]
+
+
+def test_the_repl_remembers_recalls_searches_and_forgets(workspace, tmp_path, shared_models):
+    from test_repl import run_repl
+
+    for n in range(6):  # pinned notes (the newest five) are not recalled: these push the real one out
+        notes.remember(f"unrelated note number {n} about gardening")
+    keys = ("/remember the integration tests need docker running\r"
+            "why do the integration tests fail on my laptop?\r"
+            "/memory\r/memory search docker\r/search hello\r/memory forget 7\r/memory\r/exit\r")
+    repl, out = run_repl(workspace, tmp_path, ["Start docker first."], keys, memory=True)
+    assert "remembered: - " in out
+    assert "(recalled note " in out and "docker running" in out.split("(recalled note ")[1].splitlines()[0]
+    assert "vector stores: global 7 records" in out
+    assert "hello.py:1" in out  # /search indexed the workspace and found the file
+    assert "forgot: - " in out and "docker" in out.split("forgot: - ")[1].splitlines()[0]
+    assert "docker" not in notes.notes_path().read_text()
+    kinds = [r["kind"] for r in read_records(repl.session.audit.path)]
+    assert "recall" in kinds
+    # The answered turn was kept for this workspace (embedded at the next load).
+    store = VectorStore(workspace / ".assistant" / "memory", repl.session.memory.embedder).load()
+    assert [r["text"] for r in store.records.values()] == [
+        "User: why do the integration tests fail on my laptop?\nAssistant: Start docker first."]
+    assert store.index.ntotal == 1
+
+
+def test_tools_cannot_read_the_workspace_memory(make_session, workspace):
+    (workspace / ".assistant" / "memory").mkdir(parents=True)
+    (workspace / ".assistant" / "memory" / RECORDS).write_text('{"id": 0, "text": "private"}\n')
+    session = make_session([call("read_file", path=".assistant/memory/records.jsonl"), "ok"])
+    obs = [e for e in _turn(session, "show me the memory file") if type(e).__name__ == "Observation"][0]
+    assert not obs.ok and "memory is not readable by tools" in obs.text and "private" not in obs.text
+    assert workspace / ".assistant" / "memory" in [Path(p) for p in session.sandbox.hidden]

@@ -15,6 +15,7 @@ from assistant.repl import Repl, ReplCompleter
 def run_repl(workspace, tmp_path, outputs, keys, **flags):
     script = tmp_path / "script.jsonl"
     script.write_text("".join(json.dumps(o) + "\n" for o in outputs))
+    flags.setdefault("memory", False)  # test_memory.py has the REPL's memory commands
     settings = load_settings({"workspace": str(workspace), "model": f"scripted:{script}", **flags})
     out = io.StringIO()
     with create_pipe_input() as pipe:

@@ -37,7 +37,7 @@ class Session:
         self.audit = AuditLog(log_path, self.id)
         self.registry.pm.register(self.audit, name="audit-log")
         self.model = model if model is not None else load_model(settings, self.registry)
-        from assistant.memory_bank.memory import workspace_memory_dir
+        from assistant.memory_bank import workspace_memory_dir
 
         # The audit log (when kept in the workspace) and the workspace's memory are out of commands' sight.
         self.sandbox = Sandbox(self.workspace.root, settings.sandbox, settings.sandbox_uid,

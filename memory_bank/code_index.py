@@ -162,10 +162,6 @@ def fuse(indexes: list[HybridIndex], query: str, k: int = 5) -> list[Result]:
 # --- the workspace ---------------------------------------------------------------------------------------
 
 
-def workspace_index_dir(workspace: str | Path) -> Path:
-    return Path(workspace) / ".assistant" / "index"
-
-
 @dataclass
 class UpdateStats:
     files: int = 0  # files seen

@@ -18,9 +18,7 @@ from pathlib import Path
 
 from assistant.errors import AssistantError
 from assistant.home import subdir
-from assistant.memory_bank import notes
-from assistant.memory_bank.embeddings import shared_embedder
-from assistant.memory_bank.store import Hit, VectorStore
+from assistant.memory_bank import notes, workspace_memory_dir
 from assistant.text import clip, distinct
 
 log = logging.getLogger("assistant.memory")
@@ -39,10 +37,6 @@ class Recalled:
         return f"- [{self.kind} {self.when}] {self.text}".rstrip()
 
 
-def workspace_memory_dir(workspace: str | Path) -> Path:
-    return Path(workspace) / ".assistant" / "memory"
-
-
 def global_memory_dir(settings) -> Path:
     return Path(settings.memory_vector_dir).expanduser() if settings.memory_vector_dir else (
         subdir("memory_bank") / "vector_store")
@@ -52,13 +46,38 @@ class Memory:
     def __init__(self, settings, embedder=None, session: str = ""):
         self.settings = settings
         self.session = session
-        self.embedder = embedder or shared_embedder()
-        self.global_store = VectorStore(global_memory_dir(settings), self.embedder)
-        self.workspace_store = VectorStore(workspace_memory_dir(settings.workspace), self.embedder)
+        self._embedder = embedder
+        self._stores: tuple | None = None
         self._ready = threading.Event()
         self._error: str | None = None
         self._failed = False
         self._thread: threading.Thread | None = None
+
+    # The stores (numpy, faiss) are made on first use, in the start-up thread: not on the REPL's path.
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from assistant.memory_bank.embeddings import shared_embedder
+
+            self._embedder = shared_embedder()
+        return self._embedder
+
+    def _made(self) -> tuple:
+        if self._stores is None:
+            from assistant.memory_bank.store import VectorStore
+
+            self._stores = (VectorStore(global_memory_dir(self.settings), self.embedder),
+                            VectorStore(workspace_memory_dir(self.settings.workspace), self.embedder))
+        return self._stores
+
+    @property
+    def global_store(self):
+        return self._made()[0]
+
+    @property
+    def workspace_store(self):
+        return self._made()[1]
 
     # --- start-up: off the REPL's path --------------------------------------------------------------
 
@@ -132,8 +151,9 @@ class Memory:
 
     # --- reading ------------------------------------------------------------------------------------
 
-    def search(self, query: str, k: int = 5) -> list[Hit]:
-        """Both stores, best first; this session's own turns left out (they are in the conversation)."""
+    def search(self, query: str, k: int = 5) -> list:
+        """Both stores' hits (store.Hit), best first; this session's own turns left out (they are in the
+        conversation)."""
         if not self.ready():
             return []
         hits = self.global_store.search(query, k)

@@ -28,7 +28,7 @@ def index_for(folder: Path):
 
 
 def workspace_index(root: Path):
-    from assistant.memory_bank.code_index import workspace_index_dir
+    from assistant.memory_bank import workspace_index_dir
 
     return index_for(workspace_index_dir(root))
 

@@ -180,7 +180,8 @@ def _update(index: HybridIndex, sources: Iterable[tuple[str, str, Callable[[], l
     store.load()
     known: dict[str, tuple[str, list[int]]] = {}
     for rid, rec in store.records.items():
-        known.setdefault(rec["source"], (rec["version"], []))[1].append(rid)
+        # Records without these fields (an older index) never match a version, so they are replaced.
+        known.setdefault(rec.get("source", rec.get("path", "")), (rec.get("version"), []))[1].append(rid)
     stats, add, remove, seen = UpdateStats(), [], [], set()
     for source, version, make in sources:
         stats.files += 1

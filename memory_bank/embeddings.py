@@ -58,11 +58,16 @@ class Embedder:
                 folder = pull(EMBEDDERS[self.name], quiet=True).parent
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the folder is complete: never ask a hub
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                from sentence_transformers import SentenceTransformer
-                from transformers.utils import logging as hf_logging
+                from assistant.models import HEAVY_LOAD
 
-                hf_logging.disable_progress_bar()
-                self._model = SentenceTransformer(str(folder), device="cpu")
+                with HEAVY_LOAD:  # not while the chat model's loader imports the same modules
+                    from sentence_transformers import SentenceTransformer
+                    from transformers.utils import logging as hf_logging
+
+                    hf_logging.disable_progress_bar()
+                    model = SentenceTransformer(str(folder), device="cpu")
+                    model.encode(["warm up"])  # the first call imports more of transformers' lazy modules
+                self._model = model
             except AssistantError as exc:
                 self._error = f"the embedding model {self.name} is not available: {exc}"
                 raise AssistantError(self._error) from None

@@ -77,6 +77,12 @@ def cut_at_stops(pieces: Iterable[str], stop: Iterable[str]) -> Iterator[str]:
         yield seen[sent:]
 
 
+# Held while a model or the embedder loads: two threads importing transformers' lazy modules at once (the chat
+# model's loader and sentence-transformers') can meet in Python's import deadlock detection, which hands one of
+# them a half-initialised module ("cannot import name 'AutoModelForCausalLM' from 'transformers'").
+HEAVY_LOAD = threading.Lock()
+
+
 class LazyModel:
     """Wraps a model factory: loading starts at once in a background thread; stream() waits for it."""
 
@@ -94,7 +100,8 @@ class LazyModel:
     def _load(self) -> None:
         start = time.monotonic()
         try:
-            self._model = self._factory()
+            with HEAVY_LOAD:
+                self._model = self._factory()
         except BaseException as exc:  # noqa: BLE001 - shown to the user at the first turn
             self._error = exc
         finally:

@@ -385,7 +385,7 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def run_once(settings, text: str, *, as_json: bool = False) -> int:
-    from assistant.events import Answer, Error, Observation, ToolCall
+    from assistant.events import Answer, Error, Meta, Observation, ToolCall
     from assistant.session import Session
 
     if text == "-":
@@ -394,7 +394,7 @@ def run_once(settings, text: str, *, as_json: bool = False) -> int:
         raise AssistantError("the request is empty")
     start = time.monotonic()
     session = Session(settings, interactive=False)
-    answer, error, calls = None, None, []
+    answer, error, calls, recalled = None, None, [], []
     try:
         if sys.stderr.isatty() and session.model.__class__.__name__ == "LazyModel":
             print(f"loading {session.model_name} ...", file=sys.stderr)
@@ -407,6 +407,10 @@ def run_once(settings, text: str, *, as_json: bool = False) -> int:
                 calls[-1].update(observation=event.text, ok=event.ok, seconds=event.seconds)
             elif isinstance(event, Observation) and not as_json:
                 print(f"! {event.text}", file=sys.stderr)
+            elif isinstance(event, Meta) and event.name == "recall":
+                recalled = event.data["items"]
+            elif isinstance(event, Meta) and event.name == "memory_error" and not as_json:
+                print(f"warning: {event.data['error']}", file=sys.stderr)
             elif isinstance(event, Answer):
                 answer = event.text
             elif isinstance(event, Error):
@@ -416,7 +420,7 @@ def run_once(settings, text: str, *, as_json: bool = False) -> int:
     if as_json:
         usage = session.model.last_usage
         print(json.dumps({
-            "answer": answer, "error": error, "tool_calls": calls, "session": session.id,
+            "answer": answer, "error": error, "tool_calls": calls, "recalled": recalled, "session": session.id,
             "audit_log": str(session.audit.path), "model": session.model_name,
             "timings": {"total_seconds": round(time.monotonic() - start, 3),
                         "model_load_seconds": getattr(session.model, "load_seconds", None),

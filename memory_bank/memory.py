@@ -146,8 +146,9 @@ class Memory:
         if not self.ready():
             return None
         text = clip(f"User: {request}\nAssistant: {answer}", TURN_CHARS)
-        return self.workspace_store.append([{"text": text, "kind": "turn", "session": self.session,
-                                             "when": time.strftime("%Y-%m-%d %H:%M")}])[0]
+        # Embedded by the request alone: later questions resemble it, and a long or poor answer would blur it.
+        return self.workspace_store.append([{"text": text, "key": clip(request, TURN_CHARS), "kind": "turn",
+                                             "session": self.session, "when": time.strftime("%Y-%m-%d %H:%M")}])[0]
 
     # --- reading ------------------------------------------------------------------------------------
 

@@ -48,6 +48,11 @@ class Hit:
     record: dict
 
 
+def embedded_text(record: dict) -> str:
+    """What a record's vector is made from: its "key" when it has one (a kept turn: the request), else its text."""
+    return record.get("key") or record["text"]
+
+
 def _faiss():
     import faiss
 
@@ -185,7 +190,7 @@ class VectorStore:
         if orphans:
             self._remove_vectors(orphans)
         if missing:
-            texts = [self.records[i]["text"] for i in missing]
+            texts = [embedded_text(self.records[i]) for i in missing]
             self._add_vectors(self.embedder.encode(texts), np.array(missing, dtype=np.int64))
         if (orphans or missing) or (rebuilt and self.records):
             self._save_index()
@@ -258,10 +263,10 @@ class VectorStore:
 
     def update(self, add: list[dict] = (), remove: Iterable[int] = (),
                progress: Callable[[int], None] | None = None) -> list[int]:
-        """Remove records by id and add new ones ({"text": ..., "kind": ..., ...}); when this returns, both
-        are on disk. Returns the new records' ids."""
+        """Remove records by id and add new ones ({"text": ..., "kind": ..., ...; "key": what to embed instead
+        of the text}); when this returns, both are on disk. Returns the new records' ids."""
         add, remove = list(add), set(remove)
-        vectors = self.embedder.encode([r["text"] for r in add], progress=progress) if add else None
+        vectors = self.embedder.encode([embedded_text(r) for r in add], progress=progress) if add else None
         with self._locked():
             self._refresh()
             remove &= self.records.keys()

@@ -86,6 +86,7 @@ class Context7Server:
                     respond(self, 404, b'{"error": "not_found", "message": "Endpoint not found"}')
 
         base, self.httpd = serve(Handler)
+        self.httpd.handle_error = lambda request, address: None  # a client that timed out closed the socket
         self.url = base + "/api"
 
     def reset(self):

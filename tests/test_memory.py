@@ -269,3 +269,19 @@ def test_tools_cannot_read_the_workspace_memory(make_session, workspace):
     obs = [e for e in _turn(session, "show me the memory file") if type(e).__name__ == "Observation"][0]
     assert not obs.ok and "memory is not readable by tools" in obs.text and "private" not in obs.text
     assert workspace / ".assistant" / "memory" in [Path(p) for p in session.sandbox.hidden]
+
+
+def test_once_keeps_the_turn_and_json_shows_what_was_recalled(shared_models, workspace, tmp_path, capsys):
+    from assistant.cli import main
+
+    script = tmp_path / "script.jsonl"
+    script.write_text(json.dumps("Noted: eu-west-3.") + "\n")
+    flags = ["--model", f"scripted:{script}", "-w", str(workspace)]
+    assert main(["--once", "I always deploy to the eu-west-3 region.", *flags]) == 0
+    kept = [json.loads(l) for l in (workspace / ".assistant" / "memory" / RECORDS).read_text().splitlines()]
+    assert kept[0]["key"] == "I always deploy to the eu-west-3 region."  # embedded by the request
+    assert not (workspace / ".assistant" / "memory" / INDEX).exists()  # --once did not wait for the model
+    capsys.readouterr()
+    assert main(["--once", "--json", "which cloud region do I deploy to?", *flags]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "eu-west-3" in out["recalled"][0]["text"] and out["recalled"][0]["kind"] == "turn"

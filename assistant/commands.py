@@ -3,6 +3,7 @@ same functions)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import os
@@ -24,32 +25,36 @@ def run(args, settings) -> int:
 # --- memory and search ---------------------------------------------------------------------------------
 
 
-def _embedding_progress(total: int):
-    """A rich progress bar over chunks embedded (nothing when there is nothing to embed)."""
+@contextlib.contextmanager
+def embedding_progress():
+    """(plan, advance) callbacks for an index update: plan(total) says how many chunks will be embedded and
+    starts a progress bar on stderr (a terminal only), advance(n) moves it."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    progress = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        disable=total == 0 or not sys.stderr.isatty(), console=None)
-    task = progress.add_task("embedding", total=total)
-    return progress, lambda n: progress.advance(task, n)
+    bar: dict = {}
+
+    def plan(total: int) -> None:
+        if total:
+            print(f"{total} chunks to embed", file=sys.stderr, flush=True)
+        bar["progress"] = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                   console=Console(stderr=True), disable=total == 0 or not sys.stderr.isatty())
+        bar["task"] = bar["progress"].add_task("embedding", total=total)
+        bar["progress"].start()
+
+    try:
+        yield plan, lambda n: bar["progress"].advance(bar["task"], n)
+    finally:
+        if "progress" in bar:
+            bar["progress"].stop()
 
 
 def index(args, settings) -> int:
     from assistant.memory_bank.code_index import installed_index_dir, update_installed
     from assistant.plugins import search as search_plugin
 
-    bar: dict = {}
-
-    def plan(total: int) -> None:
-        print(f"{total} chunks to embed", file=sys.stderr, flush=True)
-        bar["progress"], bar["advance"] = _embedding_progress(total)
-        bar["progress"].start()
-
-    def advance(n: int) -> None:
-        bar["advance"](n)
-
     start = time.monotonic()
-    try:
+    with embedding_progress() as (plan, advance):
         if args.installed is not None:
             target = installed_index_dir()
             stats = update_installed(search_plugin.index_for(target), args.installed, progress=advance, on_plan=plan)
@@ -61,9 +66,6 @@ def index(args, settings) -> int:
             target = root / ".assistant" / "index"
             stats = search_plugin.refresh(root, progress=advance, on_plan=plan)
             what = f"{stats.files} files, {stats.changed} new or changed, {stats.removed} gone"
-    finally:
-        if "progress" in bar:
-            bar["progress"].stop()
     print(f"indexed {what}; {stats.chunks} chunks embedded, {stats.total} in {target} "
           f"({time.monotonic() - start:.1f} s)")
     return 0

@@ -209,21 +209,30 @@ def _update(index: HybridIndex, sources: Iterable[tuple[str, str, Callable[[], l
 
 def update_workspace(root: Path, index: HybridIndex, progress: Callable[[int], None] | None = None,
                      on_plan: Callable[[int], None] | None = None) -> UpdateStats:
-    """Bring the index up to date with the files under root (a file's version is its content's sha256)."""
+    """Bring the index up to date with the files under root. A file's version is its content's sha256; a file
+    whose size and modification time are those recorded is not even read."""
+    index.store.load()
+    recorded = {r.get("source"): (r.get("stat"), r.get("version")) for r in index.store.records.values()}
+
     def files():
         for path, rel in walk_files(root):
             try:
+                st = path.stat()
+                stamp = [st.st_size, st.st_mtime_ns]
+                if recorded.get(rel, (None, None))[0] == stamp:
+                    yield rel, recorded[rel][1], None  # unchanged: the version matches, nothing is made
+                    continue
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
             except OSError:
                 continue
-            yield rel, digest, lambda path=path, rel=rel: _file_records(path, rel)
+            yield rel, digest, lambda path=path, rel=rel, stamp=stamp: _file_records(path, rel, stamp)
 
     return _update(index, files(), progress=progress, on_plan=on_plan)
 
 
-def _file_records(path: Path, rel: str) -> list[dict] | None:
+def _file_records(path: Path, rel: str, stamp: list[int]) -> list[dict] | None:
     text = read_text(path)
-    return None if text is None else _chunk_records(chunk_text(rel, text))
+    return None if text is None else [{**r, "stat": stamp} for r in _chunk_records(chunk_text(rel, text))]
 
 
 # --- installed packages ---------------------------------------------------------------------------------

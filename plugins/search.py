@@ -63,13 +63,22 @@ def render(results: list, query: str) -> str:
     return "\n".join(lines)
 
 
+MAX_EMBED_IN_A_CALL = 1000  # chunks: about a minute on 2 cores; a bigger first index is `assistant index`'s job
+
+
+def _not_too_many(chunks: int) -> None:
+    if chunks > MAX_EMBED_IN_A_CALL:
+        raise ToolError(f"the workspace's search index needs {chunks} chunks embedded (about {chunks // 15 // 60 + 1} "
+                        "min): run `assistant index` (or /index in the REPL) once; later updates are incremental")
+
+
 def search_text(root: Path, settings, query: str, k: int = 5, update: bool = True) -> str:
     """What the tool and /search show: local results, then Context7's passages when nothing local is relevant."""
     query = query.strip()
     if not query:
         raise ToolError("the query is empty")
     if update:
-        refresh(root)
+        refresh(root, on_plan=_not_too_many)
     from assistant.memory_bank.code_index import cosine_of
 
     results = search_results(root, query, k)
@@ -102,7 +111,10 @@ def search_command(args: str, session) -> str:
 
 
 def index_command(args: str, session) -> str:
-    stats = refresh(session.workspace.root)
+    from assistant.commands import embedding_progress
+
+    with embedding_progress() as (plan, advance):
+        stats = refresh(session.workspace.root, progress=advance, on_plan=plan)
     return (f"indexed {session.workspace.root}: {stats.files} files, {stats.changed} changed, {stats.removed} "
             f"removed, {stats.chunks} chunks embedded, {stats.total} in the index")
 

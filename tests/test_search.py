@@ -173,3 +173,18 @@ def test_context7_is_asked_only_when_nothing_local_is_relevant(project, embedder
     assert search_plugin.search_text(project, load_settings({"workspace": str(project), "context7": False,
                                                              "context7_url": context7.url}),
                                      "kubernetes ingress annotations reference").find("Context7") == -1
+
+
+def test_touched_files_are_not_embedded_again_and_a_big_first_index_is_left_to_index(project, embedder,
+                                                                                      monkeypatch):
+    import os
+
+    monkeypatch.setattr(search_plugin, "MAX_EMBED_IN_A_CALL", 3)
+    settings = load_settings({"workspace": str(project), "context7": False})
+    with pytest.raises(Exception, match=r"needs \d+ chunks embedded .*run `assistant index`"):
+        search_plugin.search_text(project, settings, "compute_vat")
+    assert not search_plugin.workspace_index(project).store.records  # nothing half-done
+    search_plugin.refresh(project)  # what `assistant index` does
+    os.utime(project / "net" / "retry.py", ns=(1, 1))  # same content, another time
+    assert search_plugin.refresh(project).changed == 0
+    assert "billing/invoice.py:6" in search_plugin.search_text(project, settings, "compute_vat")

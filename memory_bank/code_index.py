@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.metadata
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -93,24 +94,39 @@ def _chunk_records(chunks: list[Chunk], package: str = "") -> list[dict]:
 
 
 class HybridIndex:
-    """One searchable collection of chunks: a VectorStore plus a BM25 index rebuilt when the records change."""
+    """One searchable collection of chunks: a VectorStore plus a BM25 index, rebuilt when the records change and
+    kept on disk beside them (`bm25/`, tagged with the records it was built from)."""
 
     def __init__(self, folder: Path, embedder):
         self.store = VectorStore(folder, embedder)
         self._bm25 = None
         self._bm25_ids: list[int] = []
-        self._bm25_of: int | None = None
+        self._bm25_tag = ""
 
     def _lexical(self):
         import bm25s
 
         records = self.store.records
-        key = hash(tuple(records))
-        if self._bm25_of != key:
-            self._bm25_ids = list(records)
-            self._bm25 = bm25s.BM25()
-            self._bm25.index([tokens(records[i]["text"]) or ["_"] for i in self._bm25_ids], show_progress=False)
-            self._bm25_of = key
+        ids = list(records)
+        # An id can be given again after a removal: the records' times tell versions apart.
+        tag = hashlib.sha256(json.dumps([[i, records[i].get("ts")] for i in ids]).encode()).hexdigest()
+        if self._bm25 is not None and self._bm25_tag == tag:
+            return self._bm25
+        folder = self.store.folder / "bm25"
+        try:
+            if (folder / "ids.sha256").read_text() == tag:
+                self._bm25, self._bm25_ids, self._bm25_tag = bm25s.BM25.load(str(folder), show_progress=False), ids, tag
+                return self._bm25
+        except (OSError, ValueError):
+            pass  # missing, stale or unreadable: built again below
+        self._bm25, self._bm25_ids, self._bm25_tag = bm25s.BM25(), ids, tag
+        self._bm25.index([tokens(records[i]["text"]) or ["_"] for i in ids], show_progress=False)
+        try:
+            (folder / "ids.sha256").unlink(missing_ok=True)
+            self._bm25.save(str(folder), show_progress=False)
+            (folder / "ids.sha256").write_text(tag)  # written last: a half-saved index is never trusted
+        except OSError:
+            pass  # a cache that cannot be written only costs the next search a rebuild
         return self._bm25
 
     def ranked(self, query: str, vector=None, n: int = CANDIDATES) -> tuple[list[int], list[tuple[int, float]]]:

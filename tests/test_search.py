@@ -188,3 +188,22 @@ def test_touched_files_are_not_embedded_again_and_a_big_first_index_is_left_to_i
     os.utime(project / "net" / "retry.py", ns=(1, 1))  # same content, another time
     assert search_plugin.refresh(project).changed == 0
     assert "billing/invoice.py:6" in search_plugin.search_text(project, settings, "compute_vat")
+
+
+def test_the_bm25_index_is_kept_on_disk_and_rebuilt_when_records_change(project, embedder, monkeypatch):
+    import bm25s
+
+    from assistant.memory_bank.code_index import HybridIndex, fuse
+
+    search_plugin.refresh(project)
+    folder = search_plugin.workspace_index(project).store.folder
+    fuse([HybridIndex(folder, embedder)], "compute_vat")
+    assert (folder / "bm25" / "ids.sha256").exists()
+    calls = []
+    original = bm25s.BM25.index
+    monkeypatch.setattr(bm25s.BM25, "index", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    fresh = HybridIndex(folder, embedder)  # another process, in effect: loads the saved one
+    assert fuse([fresh], "compute_vat")[0].record["symbol"] == "def compute_vat" and calls == []
+    (project / "notes.txt").write_text("buy bread\n")
+    search_plugin.refresh(project)
+    assert fuse([HybridIndex(folder, embedder)], "bread")[0].record["path"] == "notes.txt" and calls == [1]

@@ -104,7 +104,7 @@ class Agent:
                         yield self._emit(Error("the model gave an empty answer"))
                         return
                     yield self._emit(Answer(answer))
-                    self._keep(text, answer)
+                    yield from self._keep(text, answer)
                     return
                 room = s.max_actions_per_turn - actions
                 if room <= 0:
@@ -160,13 +160,13 @@ class Agent:
                                                         "score": round(r.score, 3)} for r in recalled]}))
         return recall_block(recalled)
 
-    def _keep(self, text: str, answer: str) -> None:
+    def _keep(self, text: str, answer: str) -> Iterator[Event]:
         if self.memory is None:
             return
         try:
             self.memory.keep_turn(text, answer)
         except Exception as exc:  # noqa: BLE001 - the answer stands even when it cannot be kept
-            self._emit(Meta("memory_error", {"error": f"this turn was not kept in memory: {exc}"}))
+            yield self._emit(Meta("memory_error", {"error": f"this turn was not kept in memory: {exc}"}))
 
     def _interrupted(self) -> Iterator[Event]:
         self.messages.append({"role": "user", "content": "(The user interrupted this turn.)"})

@@ -193,14 +193,17 @@ class Repl:
         name, _, rest = line[1:].partition(" ")
         rest = rest.strip()
         handler = getattr(self, f"cmd_{name}", None)
-        if handler:
-            handler(rest)
-            return
         command = self.session.registry.commands.get(name)
-        if command is None:
+        if handler is None and command is None:
             self.write(self.style("31", f"unknown command /{name}; /help lists them"))
             return
-        result = command.function(rest, self.session)
+        try:
+            result = handler(rest) if handler else command.function(rest, self.session)
+        except AssistantError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug in a command (a plugin's too) must not end the session
+            self.write(self.style("31", f"error: /{name} failed: {type(exc).__name__}: {safe(str(exc))}"))
+            return
         if result:
             self.write(str(result))
 

@@ -12,6 +12,8 @@ import ast
 import hashlib
 import importlib.metadata
 import json
+import os
+import shutil
 import re
 import sys
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from typing import Callable, Iterable, Iterator
 from assistant.home import subdir
 from assistant.memory_bank.chunking import Chunk, chunk_text, read_text, walk_files
 from assistant.memory_bank.store import VectorStore
+from assistant.text import clean_text
 
 RRF_K = 60  # reciprocal rank fusion: score = sum of 1 / (RRF_K + rank) over the rankings a hit is in
 CANDIDATES = 50  # hits taken from each ranking before fusing
@@ -115,18 +118,22 @@ class HybridIndex:
         folder = self.store.folder / "bm25"
         try:
             if (folder / "ids.sha256").read_text() == tag:
-                self._bm25, self._bm25_ids, self._bm25_tag = bm25s.BM25.load(str(folder), show_progress=False), ids, tag
-                return self._bm25
-        except (OSError, ValueError):
-            pass  # missing, stale or unreadable: built again below
+                loaded = bm25s.BM25.load(str(folder), show_progress=False)
+                if loaded.scores["num_docs"] == len(ids):
+                    self._bm25, self._bm25_ids, self._bm25_tag = loaded, ids, tag
+                    return self._bm25
+        except Exception:  # noqa: BLE001 - missing, stale, half-written or unreadable: built again below
+            pass
         self._bm25, self._bm25_ids, self._bm25_tag = bm25s.BM25(), ids, tag
         self._bm25.index([tokens(records[i]["text"]) or ["_"] for i in ids], show_progress=False)
-        try:
-            (folder / "ids.sha256").unlink(missing_ok=True)
-            self._bm25.save(str(folder), show_progress=False)
-            (folder / "ids.sha256").write_text(tag)  # written last: a half-saved index is never trusted
+        tmp = folder.with_name(f"bm25.tmp-{os.getpid()}")
+        try:  # written aside, then swapped in: a reader sees the old cache, none, or the new one
+            self._bm25.save(str(tmp), show_progress=False)
+            (tmp / "ids.sha256").write_text(tag)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
         except OSError:
-            pass  # a cache that cannot be written only costs the next search a rebuild
+            shutil.rmtree(tmp, ignore_errors=True)  # a cache not written only costs the next search a rebuild
         return self._bm25
 
     def ranked(self, query: str, vector=None, n: int = CANDIDATES) -> tuple[list[int], list[tuple[int, float]]]:
@@ -162,8 +169,8 @@ def fuse(indexes: list[HybridIndex], query: str, k: int = 5) -> list[Result]:
     indexes = [i for i in indexes if len(i.store)]
     vec = indexes[0].store.embedder.encode([query]) if indexes else None
     for n, index in enumerate(indexes):
-        records = index.store.records
         lexical, vector = index.ranked(query, vec)
+        records = index.store.records  # after ranked(): it may have re-read them
         named = [rid for rid in lexical if _defined_name(records[rid]) in names]
         for kind, ranking in (("name", named), ("lexical", lexical), ("vector", [rid for rid, _ in vector])):
             for rank, rid in enumerate(ranking):
@@ -187,38 +194,35 @@ class UpdateStats:
     total: int = 0  # records in the index afterwards
 
 
-def _update(index: HybridIndex, sources: Iterable[tuple[str, str, Callable[[], list[dict] | None]]], *,
+def _update(index: HybridIndex, sources: Iterable[tuple[str, str, Callable[[], list[dict] | None] | None]], *,
             prune: bool = True, progress=None, on_plan=None) -> UpdateStats:
     """Incremental update from (source, version, make_records) triples: a source whose records carry the same
     version is left alone, a changed one replaced, one no longer listed removed (when `prune`). `on_plan(n)` is
-    told how many chunks will be embedded before `progress(n)` counts them."""
+    told how many chunks will be embedded before `progress(n)` counts them. Changes are named by source, not by
+    record id, so another process updating at the same time cannot leave duplicates."""
     store = index.store
     store.load()
-    known: dict[str, tuple[str, list[int]]] = {}
-    for rid, rec in store.records.items():
+    known: dict[str, str | None] = {}
+    for rec in store.records.values():
         # Records without these fields (an older index) never match a version, so they are replaced.
-        known.setdefault(rec.get("source", rec.get("path", "")), (rec.get("version"), []))[1].append(rid)
-    stats, add, remove, seen = UpdateStats(), [], [], set()
+        known[rec.get("source", rec.get("path", ""))] = rec.get("version")
+    stats, add, drop, seen = UpdateStats(), [], set(), set()
     for source, version, make in sources:
         stats.files += 1
         seen.add(source)
-        old = known.get(source)
-        if old and old[0] == version:
+        if make is None or (source in known and known[source] == version):
             continue
-        records = make()
-        if records is None:
-            continue
-        stats.changed += 1
-        add += [{**r, "source": source, "version": version} for r in records]
-        if old:
-            remove += old[1]
-    for source, (_, ids) in known.items():
-        if prune and source not in seen:
-            stats.removed += 1
-            remove += ids
+        records = make() or []
+        if source in known:
+            drop.add(source)
+        if records:
+            stats.changed += 1
+            add += [{**r, "source": source, "version": version} for r in records]
+    gone = {source for source in known if source not in seen} if prune else set()
+    stats.removed = len(gone)
     if on_plan:
         on_plan(len(add))
-    store.update(add, remove, progress=progress)
+    store.update(add, progress=progress, key="source", drop=drop | gone)
     stats.chunks, stats.total = len(add), len(store)
     return stats
 
@@ -232,6 +236,7 @@ def update_workspace(root: Path, index: HybridIndex, progress: Callable[[int], N
 
     def files():
         for path, rel in walk_files(root):
+            rel = clean_text(rel)  # a file name that is not UTF-8 would stop the tokenizer (U+FFFD instead)
             try:
                 st = path.stat()
                 stamp = [st.st_size, st.st_mtime_ns]

@@ -28,6 +28,7 @@ class Embedder:
         self._model = None
         self._error: str | None = None
         self._lock = threading.Lock()
+        self._encoding = threading.Lock()
         self._thread: threading.Thread | None = None
 
     @property
@@ -85,8 +86,9 @@ class Embedder:
         out = []
         for start in range(0, len(texts), batch_size):
             batch = list(texts[start:start + batch_size])
-            out.append(model.encode(batch, batch_size=batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=False).astype(np.float32))
+            with self._encoding:  # one thread at a time: a fast tokenizer refuses concurrent use ("Already borrowed")
+                out.append(model.encode(batch, batch_size=batch_size, normalize_embeddings=True,
+                                        convert_to_numpy=True, show_progress_bar=False).astype(np.float32))
             if progress:
                 progress(len(batch))
         return np.concatenate(out)

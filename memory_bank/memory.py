@@ -114,16 +114,15 @@ class Memory:
         lines = notes.read_notes()
         store = self.global_store
         store.load()
-        kept = {r["line"]: i for i, r in store.records.items() if r.get("kind") == "note"}
+        kept = {r.get("line") for r in store.records.values() if r.get("kind") == "note"}
         add = []
         for line in dict.fromkeys(lines):
             if line not in kept:
                 when, text = notes.split_note(line)
                 add.append({"kind": "note", "text": text, "line": line, "when": when})
-        current = set(lines)
-        gone = [i for line, i in kept.items() if line not in current]
-        if add or gone:
-            store.update(add, gone)
+        gone = kept - set(lines)
+        if add or gone:  # by line, not id: two sessions syncing at once leave one record per note
+            store.update(add, key="line", drop=gone)
         return len(add), len(gone)
 
     # --- writing ------------------------------------------------------------------------------------

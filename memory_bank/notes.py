@@ -68,10 +68,13 @@ def forget(number: int) -> str:
     """Remove note `number` (1-based, as `/memory` lists them) from the notes file; returns its line."""
     from assistant.workspace import replace_file
 
-    with _locked():
-        lines = read_notes()
-        if not 1 <= number <= len(lines):
-            raise AssistantError(f"no note {number}: there are {len(lines)} (`/memory` lists them)")
-        gone = lines.pop(number - 1)
-        replace_file(notes_path(), "".join(l + "\n" for l in lines).encode("utf-8"), 0o600, durable=True)
+    try:
+        with _locked():
+            lines = read_notes()
+            if not 1 <= number <= len(lines):
+                raise AssistantError(f"no note {number}: there are {len(lines)} (`/memory` lists them)")
+            gone = lines.pop(number - 1)
+            replace_file(notes_path(), "".join(l + "\n" for l in lines).encode("utf-8"), 0o600, durable=True)
+    except OSError as exc:
+        raise AssistantError(f"cannot rewrite {notes_path()}: {exc.strerror}") from None
     return gone

@@ -34,7 +34,7 @@ from assistant.workspace import replace_file
 
 log = logging.getLogger("assistant.memory")
 
-RECORDS, INDEX, LOCK = "records.jsonl", "index.faiss", ".lock"
+RECORDS, INDEX, LOCK, NEXT_ID = "records.jsonl", "index.faiss", ".lock", "next_id"
 # Measured with `assistant bench memory` on 100k MiniLM vectors of real text (docs/benchmarks.md): exact search
 # costs about 2 ms per query at 10k vectors and 16-19 ms at 100k; HNSW with M=48 and efSearch=96 answers in about
 # 1 ms at 100k with recall@10 of 0.98 (M=32 needed efSearch=128 for 0.956).
@@ -106,7 +106,10 @@ class VectorStore:
     def _locked(self):
         with self._mutex:
             self._create()
-            fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise AssistantError(f"cannot lock {self.folder}: {exc.strerror}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 yield
@@ -157,9 +160,14 @@ class VectorStore:
         for number, line in enumerate(data.splitlines(), 1):
             try:
                 rec = json.loads(line)
-                records[int(rec["id"])] = rec
-            except (ValueError, KeyError, TypeError):
-                log.warning("%s line %d is not a record; skipped", path, number)
+                ok = (isinstance(rec, dict) and type(rec.get("id")) is int and 0 <= rec["id"] < 2**62
+                      and isinstance(rec.get("text"), str) and isinstance(rec.get("key", ""), str))
+            except ValueError:  # OverflowError is one
+                ok = False
+            if ok:
+                records[rec["id"]] = rec
+            else:
+                log.warning("%s line %d is not a record (an id and a text); skipped", path, number)
         return records
 
     def _read_index(self):
@@ -262,34 +270,65 @@ class VectorStore:
         return len(self.records)
 
     def update(self, add: list[dict] = (), remove: Iterable[int] = (),
-               progress: Callable[[int], None] | None = None) -> list[int]:
-        """Remove records by id and add new ones ({"text": ..., "kind": ..., ...; "key": what to embed instead
-        of the text}); when this returns, both are on disk. Returns the new records' ids."""
+               progress: Callable[[int], None] | None = None, *, key: str | None = None,
+               drop: Iterable = ()) -> list[int]:
+        """Remove records and add new ones ({"text": ..., "kind": ..., ...; "key": what to embed instead of the
+        text}); when this returns, both are on disk. Returns the new records' ids.
+
+        Removals by id are for ids just read. A writer that planned its change earlier (others may have written
+        since) names records by a field instead: with `key`, every record whose `key` field is in `drop` or
+        equals an added record's is removed, whatever its id, so two writers never leave duplicates."""
         add, remove = list(add), set(remove)
+        self._create()  # before the embedding work: a folder that cannot be made fails at once
         vectors = self.embedder.encode([embedded_text(r) for r in add], progress=progress) if add else None
         with self._locked():
             self._refresh()
-            remove &= self.records.keys()
+            try:
+                return self._apply(add, vectors, remove, key, set(drop))
+            except BaseException:
+                self._seen = None  # memory may no longer match the disk: re-read next time
+                raise
+
+    def _apply(self, add: list[dict], vectors, remove: set, key: str | None, drop: set) -> list[int]:
+        if key is not None:
+            drop |= {r.get(key) for r in add}
+            remove |= {i for i, r in self.records.items() if r.get(key) in drop}
+        remove &= self.records.keys()
+        if remove:
+            for i in remove:
+                del self.records[i]
+            self._rewrite_records()
+            self._remove_vectors(remove)
+        if not add:
             if remove:
-                for i in remove:
-                    del self.records[i]
-                self._rewrite_records()
-                self._remove_vectors(remove)
-            if not add:
-                if remove:
-                    self._save_index()
-                    self._seen = self._stamp()
-                return []
-            start = 1 + max([-1, *self.records, *index_ids(self.index).tolist()])
-            ids = list(range(start, start + len(add)))
-            now = time.time()
-            new = [{**r, "id": i, "ts": r.get("ts", now)} for i, r in zip(ids, add)]
-            self._add_vectors(vectors, np.array(ids, dtype=np.int64))
-            self._save_index()
-            self._append_records(new)
-            self.records.update((r["id"], r) for r in new)
-            self._seen = self._stamp()
+                self._save_index()
+                self._seen = self._stamp()
+            return []
+        start = self._next_id(self.records, self.index)
+        ids = list(range(start, start + len(add)))
+        self._mark(start + len(add))
+        now = time.time()
+        new = [{**r, "id": i, "ts": r.get("ts", now)} for i, r in zip(ids, add)]
+        self._add_vectors(vectors, np.array(ids, dtype=np.int64))
+        self._save_index()
+        self._append_records(new)
+        self.records.update((r["id"], r) for r in new)
+        self._seen = self._stamp()
         return ids
+
+    def _next_id(self, records: dict, index) -> int:
+        """Above every id in use or ever given here (`next_id` keeps the mark): an id is never given twice, so a
+        removal planned by id can only hit the record it meant."""
+        try:
+            mark = int((self.folder / NEXT_ID).read_text())
+        except (OSError, ValueError):
+            mark = 0
+        in_index = index_ids(index).tolist() if index is not None else []
+        return max([mark, *(i + 1 for i in records), *(i + 1 for i in in_index)])
+
+    def _mark(self, next_id: int) -> None:
+        with contextlib.suppress(OSError):
+            replace_file(self.folder / NEXT_ID, str(next_id).encode(), 0o600)
 
     def add(self, text: str, kind: str, **fields) -> int:
         return self.update([{"text": text, "kind": kind, **fields}])[0]
@@ -298,8 +337,8 @@ class VectorStore:
         """Keep records now and embed them later: the next load finds them without vectors and embeds them (the
         same path that repairs an interrupted save). For writes that must not wait for the embedding model."""
         with self._locked():
-            index = self._read_index()
-            start = 1 + max([-1, *self._read_records(), *(index_ids(index).tolist() if index is not None else [])])
+            start = self._next_id(self._read_records(), self._read_index())
+            self._mark(start + len(records))
             now = time.time()
             new = [{**r, "id": start + n, "ts": r.get("ts", now)} for n, r in enumerate(records)]
             self._append_records(new)
@@ -308,9 +347,10 @@ class VectorStore:
 
     def remove(self, ids: Iterable[int]) -> int:
         """Forget records by id; returns how many there were."""
+        ids = set(ids)
         with self._locked():
             self._refresh()
-            count = len(set(ids) & self.records.keys())
+            count = len(ids & self.records.keys())
         self.update(remove=ids)
         return count
 
@@ -323,13 +363,15 @@ class VectorStore:
         if not self.records or k <= 0 or self.index is None:
             return []
         vec = self.embedder.encode([query]) if isinstance(query, str) else np.asarray(query, np.float32).reshape(1, -1)
+        fetch = k * 4 if where else k
         with self._mutex:
-            fetch = min(self.index.ntotal, k * 4 if where else k)
-            if is_approximate(self.index):
-                _faiss().downcast_index(self.index.index).hnsw.efSearch = max(HNSW_EF_SEARCH, fetch)
-            scores, ids = self.index.search(vec, fetch)
-            hits = [Hit(float(s), self.records[int(i)]) for s, i in zip(scores[0], ids[0])
-                    if i >= 0 and int(i) in self.records]
-        if where:
-            hits = [h for h in hits if where(h.record)]
-        return hits[:k]
+            while True:  # with a filter, fetch more until k pass it or the index is exhausted
+                fetch = min(self.index.ntotal, fetch)
+                if is_approximate(self.index):
+                    _faiss().downcast_index(self.index.index).hnsw.efSearch = max(HNSW_EF_SEARCH, fetch)
+                scores, ids = self.index.search(vec, fetch)
+                hits = [Hit(float(s), self.records[int(i)]) for s, i in zip(scores[0], ids[0])
+                        if i >= 0 and int(i) in self.records and (where is None or where(self.records[int(i)]))]
+                if len(hits) >= k or fetch >= self.index.ntotal:
+                    return hits[:k]
+                fetch *= 4

@@ -285,3 +285,46 @@ def test_once_keeps_the_turn_and_json_shows_what_was_recalled(shared_models, wor
     assert main(["--once", "--json", "which cloud region do I deploy to?", *flags]) == 0
     out = json.loads(capsys.readouterr().out)
     assert "eu-west-3" in out["recalled"][0]["text"] and out["recalled"][0]["kind"] == "turn"
+
+
+def test_bad_record_lines_are_skipped_and_ids_are_never_given_twice(tmp_path, caplog):
+    folder = tmp_path / "vs"
+    store = VectorStore(folder, HashEmbedder())
+    ids = store.update([{"text": f"note {i}", "kind": "note"} for i in range(3)])
+    with open(folder / RECORDS, "a") as fh:
+        fh.write('{"id": 7, "kind": "turn"}\n{"id": 1e400, "text": "x"}\n[1, 2]\n{"id": "8", "text": "y"}\n')
+    again = VectorStore(folder, HashEmbedder()).load()
+    assert sorted(again.records) == ids and "is not a record" in caplog.text
+    again.remove([ids[-1]])
+    assert again.update([{"text": "new", "kind": "note"}]) == [ids[-1] + 1]  # the removed id is not reused
+
+
+def test_a_filtered_search_looks_past_the_records_it_filters_out(tmp_path):
+    store = VectorStore(tmp_path / "vs", HashEmbedder())
+    store.update([{"text": "deploy the service now", "kind": "turn", "session": "this"} for _ in range(60)]
+                 + [{"text": "deploy the service later", "kind": "turn", "session": "earlier"}])
+    hits = store.search("deploy the service", k=1, where=lambda r: r["session"] != "this")
+    assert [h.record["text"] for h in hits] == ["deploy the service later"]
+
+
+def test_two_sessions_syncing_the_same_notes_leave_one_record_each():
+    from assistant.memory_bank.memory import Memory
+
+    notes.remember("alpha note")
+    notes.remember("beta note")
+    settings = load_settings({"memory": True})
+    first = Memory(settings, embedder=HashEmbedder())
+
+    class Racing(HashEmbedder):
+        """The second session embeds the notes while the first one syncs them."""
+
+        def encode(self, texts, progress=None, batch_size=32):
+            if not getattr(self, "raced", False):
+                self.raced = True
+                first.sync_notes()
+            return super().encode(texts, progress, batch_size)
+
+    second = Memory(settings, embedder=Racing())
+    assert second.sync_notes() == (2, 0) and second.embedder.raced
+    lines = [r["line"] for r in VectorStore(first.global_store.folder, HashEmbedder()).load().records.values()]
+    assert sorted(lines) == sorted(notes.read_notes())

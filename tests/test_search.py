@@ -207,3 +207,44 @@ def test_the_bm25_index_is_kept_on_disk_and_rebuilt_when_records_change(project,
     (project / "notes.txt").write_text("buy bread\n")
     search_plugin.refresh(project)
     assert fuse([HybridIndex(folder, embedder)], "bread")[0].record["path"] == "notes.txt" and calls == [1]
+
+
+def test_a_file_name_that_is_not_utf8_is_indexed(project, embedder):
+    import os
+
+    os.makedirs(project / "odd", exist_ok=True)
+    with open(os.fsencode(str(project / "odd")) + b"/caf\xe9.py", "w") as fh:
+        fh.write("def brew_coffee():\n    return 'espresso'\n")
+    search_plugin.refresh(project)
+    top = search_plugin.search_results(project, "brew_coffee", 1)[0].record
+    assert top["path"] == "odd/caf\ufffd.py" and top["symbol"] == "def brew_coffee"
+    assert search_plugin.refresh(project).changed == 0
+
+
+def test_two_writers_planning_at_once_leave_no_duplicates(project, tmp_path):
+    from test_memory import HashEmbedder
+
+    from assistant.memory_bank.code_index import HybridIndex, update_workspace
+
+    folder = tmp_path / "index"
+    first = HybridIndex(folder, HashEmbedder())
+    update_workspace(project, first)
+    (project / "c.py").write_text("def gamma():\n    pass\n")
+    (project / "notes.txt").write_text("buy tea\n")
+
+    class Racing(HashEmbedder):
+        """Embeds for the second writer; meanwhile, the first writer commits the same changes."""
+        raced = False
+
+        def encode(self, texts, progress=None, batch_size=32):
+            if not Racing.raced:
+                Racing.raced = True
+                update_workspace(project, HybridIndex(folder, HashEmbedder()))
+            return super().encode(texts, progress, batch_size)
+
+    update_workspace(project, HybridIndex(folder, Racing()))
+    assert Racing.raced
+    records = list(HybridIndex(folder, HashEmbedder()).store.load().records.values())
+    sources = [(r["source"], r["start"]) for r in records]
+    assert len(sources) == len(set(sources)), "a chunk is in the index twice"
+    assert [r["text"].split("\n", 1)[1] for r in records if r["source"] == "notes.txt"] == ["buy tea"]

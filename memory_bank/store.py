@@ -8,7 +8,8 @@ Durability (SECURITY.md, "SIGKILL during a memory/index save"):
   done): they are dropped on load; records without vectors (an index set aside) are embedded again;
 - an index that does not load is renamed `index.faiss.corrupt-<time>` and rebuilt from the records;
 - one writer at a time: every change holds an exclusive flock on `.lock` and first re-reads what another process
-  wrote since.
+  wrote since; a change planned before the lock names what it replaces by a field (`update(key=...)`), and ids
+  are never given twice (the `next_id` mark), so a late writer cannot duplicate or remove the wrong record.
 
 Exact search (a flat index) below APPROX_FROM vectors, HNSW above; `assistant bench memory` measured the
 crossing point and the HNSW settings (docs/benchmarks.md).

@@ -331,9 +331,6 @@ class VectorStore:
         with contextlib.suppress(OSError):
             replace_file(self.folder / NEXT_ID, str(next_id).encode(), 0o600)
 
-    def add(self, text: str, kind: str, **fields) -> int:
-        return self.update([{"text": text, "kind": kind, **fields}])[0]
-
     def append(self, records: list[dict]) -> list[int]:
         """Keep records now and embed them later: the next load finds them without vectors and embeds them (the
         same path that repairs an interrupted save). For writes that must not wait for the embedding model."""

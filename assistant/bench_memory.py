@@ -53,7 +53,7 @@ def embeddings(count: int, seq_len: int, out=sys.stdout) -> np.ndarray:
         raise SystemExit(f"only {len(texts)} chunks in the installed packages; ask for fewer (--sizes)")
     embedder = shared_embedder()
     embedder.encode(["warm up"])
-    embedder._model.max_seq_length = seq_len
+    embedder.max_seq_length = seq_len
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     start = time.monotonic()
@@ -144,7 +144,7 @@ def throughput(out=sys.stdout) -> dict:
 
     embedder = shared_embedder()
     embedder.encode(["warm up"])
-    embedder._model.max_seq_length = 256
+    embedder.max_seq_length = 256
     chunks = _texts(256)
     sentences = [" ".join(c.split()[:16]) for c in chunks]
     embedder.encode(chunks[:64], batch_size=32)  # the first batches of a process are slower: not counted

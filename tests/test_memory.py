@@ -328,3 +328,17 @@ def test_two_sessions_syncing_the_same_notes_leave_one_record_each():
     assert second.sync_notes() == (2, 0) and second.embedder.raced
     lines = [r["line"] for r in VectorStore(first.global_store.folder, HashEmbedder()).load().records.values()]
     assert sorted(lines) == sorted(notes.read_notes())
+
+def test_embeddings_are_sentence_transformers_own(embedder):
+    """The embedder runs the model folder's pipeline itself (see embeddings.py); it must give the same vectors."""
+    from sentence_transformers import SentenceTransformer
+
+    from assistant.models.registry import EMBEDDERS, cached_path
+
+    texts = ["the staging server listens on port 8443", "def f(x):\n    return x * 2", "ünïcödé ☃ text", "",
+             "word " * 400]  # the last is cut at 256 tokens by both
+    ours = embedder.encode(texts, batch_size=2)
+    folder = cached_path(EMBEDDERS["all-minilm-l6-v2"]).parent
+    theirs = SentenceTransformer(str(folder), device="cpu").encode(texts, normalize_embeddings=True)
+    assert ours.shape == (5, 384) and np.allclose(ours, theirs, atol=2e-5)
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)

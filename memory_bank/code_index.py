@@ -204,8 +204,7 @@ def _update(index: HybridIndex, sources: Iterable[tuple[str, str, Callable[[], l
     store.load()
     known: dict[str, str | None] = {}
     for rec in store.records.values():
-        # Records without these fields (an older index) never match a version, so they are replaced.
-        known[rec.get("source", rec.get("path", ""))] = rec.get("version")
+        known[rec.get("source", "")] = rec.get("version")
     stats, add, drop, seen = UpdateStats(), [], set(), set()
     for source, version, make in sources:
         stats.files += 1

@@ -4,8 +4,8 @@
 The model folder is a sentence-transformers one (Transformer -> mean Pooling -> Normalize, modules.json); it runs
 here through transformers directly, the same three steps in a few lines: importing sentence_transformers took
 7.7 s on 2 cores (scikit-learn, scipy, its trainer) on top of transformers, on every start. A test checks the
-vectors against sentence-transformers' own. Nothing loads at import: `start()` loads in a background thread and
-`encode()` waits for it."""
+vectors against sentence-transformers' own. Nothing loads at import: the first `encode()` loads (memory.py calls it
+from its start-up thread, off the REPL's path)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ NAME = "all-minilm-l6-v2"
 
 
 class Embedder:
-    """encode(texts) -> float32 array (n, DIM) of unit vectors; the model loads on first use (or start())."""
+    """encode(texts) -> float32 array (n, DIM) of unit vectors; the model loads on first use."""
 
     dim = DIM
 
@@ -32,24 +32,7 @@ class Embedder:
         self._error: str | None = None
         self._lock = threading.Lock()
         self._encoding = threading.Lock()
-        self._thread: threading.Thread | None = None
         self.max_seq_length = 256  # tokens; longer texts are cut (the model's own setting, read at load)
-
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    def start(self) -> None:
-        """Load in a background thread (idempotent); errors surface at the next encode()."""
-        if self._model is None and self._thread is None:
-            self._thread = threading.Thread(target=self._load_quietly, name="embedder-load", daemon=True)
-            self._thread.start()
-
-    def _load_quietly(self) -> None:
-        try:
-            self._load()
-        except AssistantError:
-            pass  # kept in self._error
 
     def _load(self):
         with self._lock:

@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch is pinned to the CPU build that installs from local disk here; constraints.txt pins the rest.
-$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+$(STAMP): pyproject.toml constraints.txt setup.py libcore/libcore.c libcore/libcore.h libcore/_build.py | $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -c constraints.txt "torch==2.13.0" -e ".[test]"
 	touch $(STAMP)
 

@@ -18,7 +18,7 @@ from assistant.home import home, models_dir, subdir
 
 def run(args, settings) -> int:
     handler = {"models": models, "audit": audit, "config": config, "doctor": doctor, "bench": bench,
-               "repair": repair, "index": index, "search": search, "memory": memory}[args.command]
+               "repair": repair, "index": index, "search": search, "memory": memory, "dedupe": dedupe}[args.command]
     return handler(args, settings)
 
 
@@ -26,27 +26,47 @@ def run(args, settings) -> int:
 
 
 @contextlib.contextmanager
-def embedding_progress():
-    """(plan, advance) callbacks for an index update: plan(total) says how many chunks will be embedded and
-    starts a progress bar on stderr (a terminal only), advance(n) moves it."""
+def progress_bar(label: str, total: int | None = None, unit: str = "items"):
+    """A progress bar on stderr (a terminal only) for long work. With `total`, yields advance(n); without it,
+    yields (plan, advance) where plan(total) starts the bar once the total is known. unit "bytes" shows sizes and
+    speed."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn, TransferSpeedColumn)
 
     bar: dict = {}
+    counted = [DownloadColumn(), TransferSpeedColumn()] if unit == "bytes" else [MofNCompleteColumn()]
 
-    def plan(total: int) -> None:
-        if total:
-            print(f"{total} chunks to embed", file=sys.stderr, flush=True)
-        bar["progress"] = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                   console=Console(stderr=True), disable=total == 0 or not sys.stderr.isatty())
-        bar["task"] = bar["progress"].add_task("embedding", total=total)
+    def plan(count: int) -> None:
+        bar["progress"] = Progress(TextColumn(label), BarColumn(), *counted, TimeRemainingColumn(),
+                                   console=Console(stderr=True), disable=count == 0 or not sys.stderr.isatty())
+        bar["task"] = bar["progress"].add_task(label, total=count)
         bar["progress"].start()
 
+    def advance(n: int) -> None:
+        bar["progress"].advance(bar["task"], n)
+
     try:
-        yield plan, lambda n: bar["progress"].advance(bar["task"], n)
+        if total is None:
+            yield plan, advance
+        else:
+            plan(total)
+            yield advance
     finally:
         if "progress" in bar:
             bar["progress"].stop()
+
+
+@contextlib.contextmanager
+def embedding_progress():
+    """(plan, advance) callbacks for an index update: plan(total) says how many chunks will be embedded."""
+    with progress_bar("embedding") as (plan, advance):
+        def announce(total: int) -> None:
+            if total:
+                print(f"{total} chunks to embed", file=sys.stderr, flush=True)
+            plan(total)
+
+        yield announce, advance
 
 
 def index(args, settings) -> int:
@@ -87,6 +107,12 @@ def search(args, settings) -> int:
                        "similarity": None if r.cosine is None else round(r.cosine, 4),
                        "snippet": r.snippet(query)} for r in results], indent=2))
     return 0
+
+
+def dedupe(args, settings) -> int:
+    from assistant.plugins.dedupe import dedupe_command
+
+    return dedupe_command(args, settings)
 
 
 def memory(args, settings) -> int:

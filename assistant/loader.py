@@ -21,6 +21,7 @@ BUILTIN_PLUGINS = (
     "assistant.plugins.repair",
     "assistant.plugins.search",
     "assistant.plugins.context7",
+    "assistant.plugins.dedupe",
     "assistant.plugins.approval",
     "assistant.models.builtin",
 )

@@ -1,0 +1,57 @@
+/* libcore: the hot paths of dedupe (tokens, shingles, 64-bit hashes, MinHash, LSH banding, exact hashes).
+ *
+ * Every function is pure C99 with no global state, so the Python wrapper can call it from several threads with
+ * the GIL released. libcore/reference.py computes the same values in pure Python; the tests compare the two.
+ *
+ * Definitions (the reference follows them byte for byte):
+ *  - token: a maximal run of bytes that are ASCII letters, digits, '_' or any byte >= 0x80 (so UTF-8 letters
+ *    stay inside words); ASCII letters are lowercased.
+ *  - token hash: XXH64(token bytes, seed 0).
+ *  - shingle: `ngram` consecutive tokens; a text with fewer tokens (but at least one) has one shingle of all its
+ *    tokens, an empty text none. Its hash: h = SHINGLE_SEED; for each token hash t: h = fmix64(h ^ t).
+ *  - MinHash value i: min over shingles of (a[i] * x + b[i]) mod 2^32, where x = (uint32)(h ^ (h >> 32)) and
+ *    a[i] is odd (a permutation of 32-bit values). No shingle: 0xFFFFFFFF.
+ *  - band key j (rows r): h = fmix64(BAND_SEED ^ (j + 1)); for each of the band's r values v: h = fmix64(h ^ v).
+ *  - exact hash: XXH64(text, 0) and XXH64(text, EXACT_SEED2): 128 bits of the raw bytes.
+ */
+#ifndef LIBCORE_H
+#define LIBCORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LC_OK 0
+#define LC_EINVAL (-1) /* an argument is out of range */
+#define LC_ENOMEM (-2) /* an allocation failed */
+
+uint64_t lc_xxh64(const uint8_t *data, size_t len, uint64_t seed);
+
+/* Shingle hashes of one text, in order (duplicates kept). Returns how many there are; only the first `cap` are
+ * written, so a caller with a short buffer can call again with one of the returned size. */
+int64_t lc_shingles(const uint8_t *text, size_t len, int ngram, uint64_t *out, size_t cap);
+
+/* MinHash signatures of n texts: text d is buf[offsets[d] .. offsets[d+1]); sigs holds n * num_perm values. */
+int lc_minhash_batch(const uint8_t *buf, const int64_t *offsets, size_t n, int ngram, const uint32_t *a,
+                     const uint32_t *b, int num_perm, uint32_t *sigs);
+
+/* Band keys of n signatures: keys holds n * bands values (band j of signature d at keys[d * bands + j]). */
+int lc_band_keys(const uint32_t *sigs, size_t n, int num_perm, int bands, int rows, uint64_t *keys);
+
+/* Exact hashes of n texts: out holds 2 * n values. */
+int lc_exact_batch(const uint8_t *buf, const int64_t *offsets, size_t n, uint64_t *out);
+
+/* A streaming near-duplicate index: kept signatures, bucketed by band key. */
+typedef struct lc_lsh lc_lsh;
+
+lc_lsh *lc_lsh_new(int num_perm, int bands, int rows, int min_equal);
+void lc_lsh_free(lc_lsh *index);
+size_t lc_lsh_size(const lc_lsh *index);
+
+/* For each of n signatures in order: the kept signature sharing a band that agrees with it in the most
+ * positions (ties: the earliest kept), if it agrees in at least min_equal positions. Then match[d] is that kept
+ * signature's id and equal[d] the agreeing positions; otherwise match[d] = -1 and the signature is kept with id
+ * ids[d]. Signatures kept earlier in the same call are candidates for later ones. */
+int lc_lsh_dedupe(lc_lsh *index, const uint32_t *sigs, const int64_t *ids, size_t n, int64_t *match,
+                  int32_t *equal);
+
+#endif

@@ -295,6 +295,17 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
     bm.add_argument("--seq-len", type=int, default=48, metavar="T",
                     help="tokens of each chunk embedded for the search figures (default 48; vectors are cached)")
     bm.add_argument("--no-index", action="store_true", help="skip indexing the workspace's tracked files")
+    bd = bsub.add_parser("dedupe", parents=[shared], help="libcore against datasketch (MinHash + LSH, same "
+                         "parameters): throughput, and precision/recall/F1 against exact Jaccard on a sample")
+    bd.add_argument("--docs", type=int, default=50_000, metavar="N", help="corpus size (default 50000)")
+    bd.add_argument("--plant", type=float, default=0.05, metavar="SHARE",
+                    help="share of the corpus that is planted near copies (default 0.05)")
+    bd.add_argument("--sample", type=int, metavar="N",
+                    help="check only N random documents against exact Jaccard (default: all)")
+    bd.add_argument("--threshold", type=float, default=0.7)
+    bd.add_argument("--num-perm", type=int, default=256)
+    bd.add_argument("--ngram", type=int, default=5)
+    bd.add_argument("--no-datasketch", action="store_false", dest="datasketch", help="measure libcore only")
     sb = bsub.add_parser("sandbox", parents=[shared], help="what each sandbox layer adds to one execution "
                          "(cold and warm) against bare `python3 -I -c pass`")
     sb.add_argument("--runs", type=int, default=50, help="executions per variant, interleaved (default 50)")

@@ -440,6 +440,11 @@ def bench(args, settings) -> int:
         repo = None if args.no_index or not (root / ".git").exists() else root
         return bench_memory(sizes=tuple(args.sizes), queries=args.queries, seq_len=args.seq_len, repo=repo,
                             command=command)
+    if args.action == "dedupe":
+        from assistant.bench_dedupe import bench_dedupe
+
+        return bench_dedupe(docs=args.docs, plant=args.plant, sample=args.sample, threshold=args.threshold,
+                            num_perm=args.num_perm, ngram=args.ngram, datasketch=args.datasketch, command=command)
     if args.action == "decode":
         from assistant.bench import decode
 

@@ -54,7 +54,7 @@ def as_bytes(text: str | bytes) -> bytes:
 def _pack(texts: Sequence[str | bytes]) -> tuple[bytes, np.ndarray]:
     data = [as_bytes(t) for t in texts]
     offsets = np.zeros(len(data) + 1, dtype=np.int64)
-    np.cumsum([len(d) for d in data], out=offsets[1:])
+    offsets[1:] = np.cumsum(np.fromiter(map(len, data), dtype=np.int64, count=len(data)))
     return b"".join(data), offsets
 
 
@@ -121,9 +121,12 @@ class _C:
         return [int(v) for v in out[:n]]
 
     def minhash(self, texts: Sequence[bytes], a: np.ndarray, b: np.ndarray, ngram: int = 5) -> np.ndarray:
+        return self.minhash_packed(*_pack(texts), a, b, ngram)
+
+    def minhash_packed(self, buf: bytes, offsets: np.ndarray, a: np.ndarray, b: np.ndarray,
+                       ngram: int = 5) -> np.ndarray:
         ffi, lib = _c()
-        buf, offsets = _pack(texts)
-        k, n = len(a), len(texts)
+        k, n = len(a), len(offsets) - 1
         sigs = np.empty((n, k), dtype=np.uint32)
         a = np.ascontiguousarray(a, dtype=np.uint32)
         b = np.ascontiguousarray(b, dtype=np.uint32)
@@ -154,11 +157,13 @@ class _C:
         return keys
 
     def exact_hashes(self, texts: Sequence[bytes]) -> np.ndarray:
+        return self.exact_packed(*_pack(texts))
+
+    def exact_packed(self, buf: bytes, offsets: np.ndarray) -> np.ndarray:
         ffi, lib = _c()
-        buf, offsets = _pack(texts)
-        out = np.empty((len(texts), 2), dtype=np.uint64)
+        out = np.empty((len(offsets) - 1, 2), dtype=np.uint64)
         _check(lib.lc_exact_batch(ffi.from_buffer("uint8_t[]", buf), ffi.from_buffer("int64_t[]", offsets),
-                                  len(texts), ffi.from_buffer("uint64_t[]", out)), "exact hashes")
+                                  len(offsets) - 1, ffi.from_buffer("uint64_t[]", out)), "exact hashes")
         return out
 
     def LSH(self, num_perm: int, bands: int, rows: int, min_equal: int) -> "_CLSH":
@@ -224,8 +229,8 @@ class MinHasher:
     """Signatures, band keys and exact hashes with one set of parameters (what dedupe and collect use)."""
 
     def __init__(self, num_perm: int = 256, ngram: int = 5, seed: int = DEFAULT_SEED, impl: str = "c"):
-        if ngram < 1:
-            raise ValueError("ngram must be at least 1")
+        if not 1 <= ngram <= 64:
+            raise ValueError("ngram must be between 1 and 64")
         self.num_perm, self.ngram, self.seed = num_perm, ngram, seed
         self.a, self.b = permutations(num_perm, seed)
         self.impl = backend(impl)
@@ -235,6 +240,13 @@ class MinHasher:
 
     def exact(self, texts: Sequence[str | bytes]) -> np.ndarray:
         return self.impl.exact_hashes([as_bytes(t) for t in texts])
+
+    def both(self, texts: Sequence[str | bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """(exact hashes, signatures), encoding the texts once."""
+        if self.impl.name != "c":
+            return self.exact(texts), self.signatures(texts)
+        buf, offsets = _pack(texts)
+        return self.impl.exact_packed(buf, offsets), self.impl.minhash_packed(buf, offsets, self.a, self.b, self.ngram)
 
 
 def jaccard(a: str | bytes, b: str | bytes, ngram: int = 5) -> float:

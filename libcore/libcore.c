@@ -1,9 +1,14 @@
 /* libcore: see libcore.h for the definitions every function here implements. */
+#define _DEFAULT_SOURCE /* madvise */
 #include "libcore.h"
 
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
+#define TOKEN_SEED 0xA4093822299F31D0ULL
 #define SHINGLE_SEED 0x243F6A8885A308D3ULL
 #define BAND_SEED 0x13198A2E03707344ULL
 #define EXACT_SEED2 0x9E3779B97F4A7C15ULL
@@ -115,27 +120,28 @@ static void init_word_table(void) {
     word_table_ready = 1;
 }
 
-/* Token hashes of text into *tokens (grown as needed); returns the count, or -1 when out of memory. The scratch
- * buffer receives the lowercased token bytes. */
-static int64_t token_hashes(const uint8_t *text, size_t len, uint64_t **tokens, size_t *tokens_cap,
-                            uint8_t **scratch, size_t *scratch_cap) {
+/* Token hashes of text into *tokens (grown as needed); returns the count, or -1 when out of memory. One pass:
+ * each byte is lowercased and packed into a 64-bit word, and each full word is mixed into the token's state. */
+static int64_t token_hashes(const uint8_t *text, size_t len, uint64_t **tokens, size_t *tokens_cap) {
     init_word_table();
-    if (len > *scratch_cap) {
-        uint8_t *grown = realloc(*scratch, len);
-        if (!grown) return -1;
-        *scratch = grown;
-        *scratch_cap = len;
-    }
     int64_t n = 0;
     size_t i = 0;
     while (i < len) {
         while (i < len && !word_byte[text[i]]) i++;
         if (i >= len) break;
         size_t start = i;
-        uint8_t *out = *scratch;
-        while (i < len && word_byte[text[i]]) {
-            out[i - start] = word_byte[text[i]];
+        uint64_t state = TOKEN_SEED, word = 0;
+        unsigned shift = 0;
+        uint8_t c;
+        while (i < len && (c = word_byte[text[i]]) != 0) {
+            word |= (uint64_t)c << shift;
+            shift += 8;
             i++;
+            if (shift == 64) {
+                state = fmix64(state ^ word);
+                word = 0;
+                shift = 0;
+            }
         }
         if ((size_t)n >= *tokens_cap) {
             size_t cap = *tokens_cap ? *tokens_cap * 2 : 256;
@@ -144,36 +150,37 @@ static int64_t token_hashes(const uint8_t *text, size_t len, uint64_t **tokens, 
             *tokens = grown;
             *tokens_cap = cap;
         }
-        (*tokens)[n++] = lc_xxh64(out, i - start, 0);
+        (*tokens)[n++] = fmix64(state ^ word ^ (uint64_t)(i - start) * P5);
     }
     return n;
 }
 
-/* Shingle hashes from token hashes, written over the token array's prefix (shingle s only reads tokens >= s). */
+/* Shingle hashes from token hashes, written over the token array's prefix (shingle s only reads tokens >= s).
+ * Each position has its own odd multiplier, so the products are independent (they pipeline) and order counts. */
 static int64_t shingles_in_place(uint64_t *tokens, int64_t n, int ngram) {
     if (n == 0) return 0;
     int64_t width = n < ngram ? n : ngram;
     int64_t count = n - width + 1;
+    uint64_t mult[64];
+    for (int64_t t = 0; t < width; t++) mult[t] = fmix64(SHINGLE_SEED + (uint64_t)t) | 1;
     for (int64_t s = 0; s < count; s++) {
-        uint64_t h = SHINGLE_SEED;
-        for (int64_t t = 0; t < width; t++) h = fmix64(h ^ tokens[s + t]);
-        tokens[s] = h;
+        uint64_t sum = 0;
+        for (int64_t t = 0; t < width; t++) sum += tokens[s + t] * mult[t];
+        tokens[s] = fmix64(SHINGLE_SEED ^ sum);
     }
     return count;
 }
 
 int64_t lc_shingles(const uint8_t *text, size_t len, int ngram, uint64_t *out, size_t cap) {
-    if (ngram < 1) return LC_EINVAL;
+    if (ngram < 1 || ngram > LC_MAX_NGRAM) return LC_EINVAL;
     uint64_t *tokens = NULL;
-    uint8_t *scratch = NULL;
-    size_t tokens_cap = 0, scratch_cap = 0;
-    int64_t n = token_hashes(text, len, &tokens, &tokens_cap, &scratch, &scratch_cap);
+    size_t tokens_cap = 0;
+    int64_t n = token_hashes(text, len, &tokens, &tokens_cap);
     if (n >= 0) {
         n = shingles_in_place(tokens, n, ngram);
         for (int64_t s = 0; s < n && (size_t)s < cap; s++) out[s] = tokens[s];
     }
     free(tokens);
-    free(scratch);
     return n < 0 ? LC_ENOMEM : n;
 }
 
@@ -210,11 +217,10 @@ static void minhash_tail(const uint32_t *xs, int64_t n, const uint32_t *a, const
 
 int lc_minhash_batch(const uint8_t *buf, const int64_t *offsets, size_t n, int ngram, const uint32_t *a,
                      const uint32_t *b, int num_perm, uint32_t *sigs) {
-    if (ngram < 1 || num_perm < 1) return LC_EINVAL;
+    if (ngram < 1 || ngram > LC_MAX_NGRAM || num_perm < 1) return LC_EINVAL;
     uint64_t *tokens = NULL;
-    uint8_t *scratch = NULL;
     uint32_t *xs = NULL;
-    size_t tokens_cap = 0, scratch_cap = 0, xs_cap = 0;
+    size_t tokens_cap = 0, xs_cap = 0;
     int rc = LC_OK;
     for (size_t d = 0; d < n; d++) {
         int64_t start = offsets[d], stop = offsets[d + 1];
@@ -222,8 +228,7 @@ int lc_minhash_batch(const uint8_t *buf, const int64_t *offsets, size_t n, int n
             rc = LC_EINVAL;
             break;
         }
-        int64_t count = token_hashes(buf + start, (size_t)(stop - start), &tokens, &tokens_cap, &scratch,
-                                     &scratch_cap);
+        int64_t count = token_hashes(buf + start, (size_t)(stop - start), &tokens, &tokens_cap);
         if (count < 0) {
             rc = LC_ENOMEM;
             break;
@@ -245,23 +250,51 @@ int lc_minhash_batch(const uint8_t *buf, const int64_t *offsets, size_t n, int n
         if (j < num_perm) minhash_tail(xs, count, a + j, b + j, num_perm - j, sig + j);
     }
     free(tokens);
-    free(scratch);
     free(xs);
     return rc;
 }
 
-static inline uint64_t band_key(const uint32_t *values, int band, int rows) {
-    uint64_t h = fmix64(BAND_SEED ^ (uint64_t)(band + 1));
-    for (int r = 0; r < rows; r++) h = fmix64(h ^ values[r]);
-    return h;
+/* Band keys: one sum of products and one mix per band (see libcore.h), like the shingles' hashes. */
+static int band_keys(const uint32_t *sigs, size_t n, int num_perm, int bands, int rows, uint64_t *keys) {
+    if (bands < 1 || rows < 1 || (int64_t)bands * rows > num_perm) return LC_EINVAL;
+    uint64_t *mult = malloc((size_t)rows * sizeof(uint64_t)), *salt = malloc((size_t)bands * sizeof(uint64_t));
+    if (!mult || !salt) {
+        free(mult);
+        free(salt);
+        return LC_ENOMEM;
+    }
+    for (int r = 0; r < rows; r++) mult[r] = fmix64(BAND_SEED + (uint64_t)r) | 1;
+    for (int j = 0; j < bands; j++) salt[j] = fmix64(BAND_SEED ^ (uint64_t)(j + 1));
+    for (size_t d = 0; d < n; d++) {
+        const uint32_t *sig = sigs + d * (size_t)num_perm;
+        for (int j = 0; j < bands; j++) {
+            uint64_t sum = 0;
+            for (int r = 0; r < rows; r++) sum += (uint64_t)sig[j * rows + r] * mult[r];
+            keys[d * (size_t)bands + j] = fmix64(sum ^ salt[j]);
+        }
+    }
+    free(mult);
+    free(salt);
+    return LC_OK;
 }
 
 int lc_band_keys(const uint32_t *sigs, size_t n, int num_perm, int bands, int rows, uint64_t *keys) {
-    if (bands < 1 || rows < 1 || (int64_t)bands * rows > num_perm) return LC_EINVAL;
-    for (size_t d = 0; d < n; d++)
-        for (int j = 0; j < bands; j++)
-            keys[d * (size_t)bands + j] = band_key(sigs + d * (size_t)num_perm + (size_t)j * rows, j, rows);
-    return LC_OK;
+    return band_keys(sigs, n, num_perm, bands, rows, keys);
+}
+
+/* A table of `bytes`: on Linux, big ones ask for transparent huge pages (the LSH table is probed at random, and
+ * with 4 KiB pages most probes also missed the TLB). */
+static void *table_alloc(size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const size_t huge = (size_t)2 << 20;
+    if (bytes >= huge) {
+        void *p = NULL;
+        if (posix_memalign(&p, huge, (bytes + huge - 1) / huge * huge)) return NULL;
+        madvise(p, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE);
+        return p;
+    }
+#endif
+    return malloc(bytes);
 }
 
 int lc_exact_batch(const uint8_t *buf, const int64_t *offsets, size_t n, uint64_t *out) {
@@ -276,11 +309,22 @@ int lc_exact_batch(const uint8_t *buf, const int64_t *offsets, size_t n, uint64_
 
 /* --- the LSH index ------------------------------------------------------------------------------------- */
 
+struct slot {
+    uint64_t key;
+    int32_t head; /* -1: empty */
+    int32_t unused;
+};
+
+#if defined(__GNUC__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)0)
+#endif
+
 struct lc_lsh {
     int num_perm, bands, rows, min_equal;
-    /* open addressing: band key -> first node of its bucket */
-    uint64_t *keys;
-    int32_t *heads; /* -1: empty slot */
+    /* open addressing: band key -> first node of its bucket (key and head side by side: one cache miss) */
+    struct slot *table;
     size_t slots, used;
     /* bucket chains */
     int32_t *node_doc, *node_next;
@@ -314,20 +358,18 @@ lc_lsh *lc_lsh_new(int num_perm, int bands, int rows, int min_equal) {
     index->rows = rows;
     index->min_equal = min_equal;
     index->slots = 1024;
-    index->keys = malloc(index->slots * sizeof(uint64_t));
-    index->heads = malloc(index->slots * sizeof(int32_t));
-    if (!index->keys || !index->heads) {
+    index->table = table_alloc(index->slots * sizeof(struct slot));
+    if (!index->table) {
         lc_lsh_free(index);
         return NULL;
     }
-    memset(index->heads, 0xFF, index->slots * sizeof(int32_t));
+    for (size_t i = 0; i < index->slots; i++) index->table[i].head = -1;
     return index;
 }
 
 void lc_lsh_free(lc_lsh *index) {
     if (!index) return;
-    free(index->keys);
-    free(index->heads);
+    free(index->table);
     free(index->node_doc);
     free(index->node_next);
     free(index->sigs);
@@ -338,40 +380,34 @@ void lc_lsh_free(lc_lsh *index) {
 
 size_t lc_lsh_size(const lc_lsh *index) { return index ? index->docs : 0; }
 
+static inline size_t home_of(const lc_lsh *index, uint64_t key) {
+    return (size_t)(key * 0x9E3779B97F4A7C15ULL >> 20) & (index->slots - 1);
+}
+
 static size_t slot_of(const lc_lsh *index, uint64_t key) {
-    size_t mask = index->slots - 1, i = (size_t)(key * 0x9E3779B97F4A7C15ULL >> 20) & mask;
-    while (index->heads[i] >= 0 && index->keys[i] != key) i = (i + 1) & mask;
+    size_t mask = index->slots - 1, i = home_of(index, key);
+    while (index->table[i].head >= 0 && index->table[i].key != key) i = (i + 1) & mask;
     return i;
 }
 
 static int rehash(lc_lsh *index) {
     size_t old_slots = index->slots;
-    uint64_t *old_keys = index->keys;
-    int32_t *old_heads = index->heads;
+    struct slot *old = index->table;
+    struct slot *table = table_alloc(old_slots * 2 * sizeof(struct slot));
+    if (!table) return -1;
+    index->table = table;
     index->slots = old_slots * 2;
-    index->keys = malloc(index->slots * sizeof(uint64_t));
-    index->heads = malloc(index->slots * sizeof(int32_t));
-    if (!index->keys || !index->heads) {
-        free(index->keys);
-        free(index->heads);
-        index->keys = old_keys;
-        index->heads = old_heads;
-        index->slots = old_slots;
-        return -1;
-    }
-    memset(index->heads, 0xFF, index->slots * sizeof(int32_t));
+    for (size_t i = 0; i < index->slots; i++) table[i].head = -1;
     for (size_t i = 0; i < old_slots; i++) {
-        if (old_heads[i] < 0) continue;
-        size_t j = slot_of(index, old_keys[i]);
-        index->keys[j] = old_keys[i];
-        index->heads[j] = old_heads[i];
+        if (old[i].head < 0) continue;
+        table[slot_of(index, old[i].key)] = old[i];
     }
-    free(old_keys);
-    free(old_heads);
+    free(old);
     return 0;
 }
 
-static int insert(lc_lsh *index, const uint32_t *sig, const uint64_t *keys, int64_t id) {
+/* Keep a signature: slots[j] is where band j's key was looked up (the table is not resized during a call). */
+static int insert(lc_lsh *index, const uint32_t *sig, const uint64_t *keys, size_t *slots, int64_t id) {
     size_t doc = index->docs, k = (size_t)index->num_perm, nodes = index->nodes + (size_t)index->bands;
     if (doc >= 0x7FFFFFFF || nodes >= 0x7FFFFFFF) return LC_ENOMEM;
     if (grow((void **)&index->sigs, &index->sigs_cap, (doc + 1) * k, sizeof(uint32_t)) ||
@@ -384,16 +420,17 @@ static int insert(lc_lsh *index, const uint32_t *sig, const uint64_t *keys, int6
     index->ids[doc] = id;
     index->seen[doc] = 0;
     for (int j = 0; j < index->bands; j++) {
-        if ((index->used + 1) * 2 > index->slots && rehash(index)) return LC_ENOMEM;
-        size_t slot = slot_of(index, keys[j]);
-        if (index->heads[slot] < 0) {
-            index->keys[slot] = keys[j];
+        struct slot *slot = &index->table[slots[j]];
+        if (slot->head >= 0 && slot->key != keys[j]) /* taken by another new key since the lookup */
+            slot = &index->table[slot_of(index, keys[j])];
+        if (slot->head < 0) {
+            slot->key = keys[j];
             index->used++;
         }
         size_t node = index->nodes++;
         index->node_doc[node] = (int32_t)doc;
-        index->node_next[node] = index->heads[slot];
-        index->heads[slot] = (int32_t)node;
+        index->node_next[node] = slot->head;
+        slot->head = (int32_t)node;
     }
     index->docs = doc + 1;
     return LC_OK;
@@ -403,12 +440,25 @@ int lc_lsh_dedupe(lc_lsh *index, const uint32_t *sigs, const int64_t *ids, size_
                   int32_t *equal) {
     if (!index) return LC_EINVAL;
     int k = index->num_perm;
-    uint64_t *keys = malloc((size_t)index->bands * sizeof(uint64_t));
-    if (!keys) return LC_ENOMEM;
+    /* Room for every band of every signature of this call up front: no resize between a lookup and its insert. */
+    while ((index->used + n * (size_t)index->bands) * 2 > index->slots)
+        if (rehash(index)) return LC_ENOMEM;
+    size_t bands = (size_t)index->bands;
+    uint64_t *all = malloc((n ? n : 1) * bands * sizeof(uint64_t));
+    size_t *slots = malloc(bands * sizeof(size_t));
+    if (!all || !slots) {
+        free(all);
+        free(slots);
+        return LC_ENOMEM;
+    }
+    band_keys(sigs, n, k, index->bands, index->rows, all);
+    for (size_t j = 0; n && j < bands; j++) PREFETCH(&index->table[home_of(index, all[j])]);
     int rc = LC_OK;
     for (size_t d = 0; d < n && rc == LC_OK; d++) {
         const uint32_t *sig = sigs + d * (size_t)k;
-        lc_band_keys(sig, 1, k, index->bands, index->rows, keys);
+        const uint64_t *keys = all + d * bands;
+        if (d + 1 < n) /* the next document's slots load while this one is looked up */
+            for (size_t j = 0; j < bands; j++) PREFETCH(&index->table[home_of(index, keys[bands + j])]);
         if (++index->query == 0) { /* the marks wrapped around: clear them */
             memset(index->seen, 0, index->docs * sizeof(uint32_t));
             index->query = 1;
@@ -416,8 +466,8 @@ int lc_lsh_dedupe(lc_lsh *index, const uint32_t *sigs, const int64_t *ids, size_
         int64_t best = -1;
         int32_t best_equal = -1;
         for (int j = 0; j < index->bands; j++) {
-            size_t slot = slot_of(index, keys[j]);
-            for (int32_t node = index->heads[slot]; node >= 0; node = index->node_next[node]) {
+            size_t slot = slots[j] = slot_of(index, keys[j]);
+            for (int32_t node = index->table[slot].head; node >= 0; node = index->node_next[node]) {
                 int32_t doc = index->node_doc[node];
                 if (index->seen[doc] == index->query) continue;
                 index->seen[doc] = index->query;
@@ -436,9 +486,10 @@ int lc_lsh_dedupe(lc_lsh *index, const uint32_t *sigs, const int64_t *ids, size_
         } else {
             match[d] = -1;
             equal[d] = best_equal < 0 ? 0 : best_equal;
-            rc = insert(index, sig, keys, ids[d]);
+            rc = insert(index, sig, keys, slots, ids[d]);
         }
     }
-    free(keys);
+    free(all);
+    free(slots);
     return rc;
 }

@@ -6,12 +6,16 @@
  * Definitions (the reference follows them byte for byte):
  *  - token: a maximal run of bytes that are ASCII letters, digits, '_' or any byte >= 0x80 (so UTF-8 letters
  *    stay inside words); ASCII letters are lowercased.
- *  - token hash: XXH64(token bytes, seed 0).
- *  - shingle: `ngram` consecutive tokens; a text with fewer tokens (but at least one) has one shingle of all its
- *    tokens, an empty text none. Its hash: h = SHINGLE_SEED; for each token hash t: h = fmix64(h ^ t).
+ *  - token hash: s = TOKEN_SEED; for each full 8 bytes w of the (lowercased) token, read little-endian:
+ *    s = fmix64(s ^ w); then fmix64(s ^ w' ^ len * P5), w' the 0-7 bytes left (little-endian, zero-padded),
+ *    len the token's length in bytes. (One pass over the text, no copy: XXH64 per token cost twice as much.)
+ *  - shingle: `ngram` (1..64) consecutive tokens; a text with fewer tokens (but at least one) has one shingle of
+ *    all its tokens, an empty text none. Its hash: fmix64(SHINGLE_SEED ^ sum over positions p of t[p] * m[p]),
+ *    where t[p] is the token hash at position p, m[p] = fmix64(SHINGLE_SEED + p) | 1, arithmetic mod 2^64.
  *  - MinHash value i: min over shingles of (a[i] * x + b[i]) mod 2^32, where x = (uint32)(h ^ (h >> 32)) and
  *    a[i] is odd (a permutation of 32-bit values). No shingle: 0xFFFFFFFF.
- *  - band key j (rows r): h = fmix64(BAND_SEED ^ (j + 1)); for each of the band's r values v: h = fmix64(h ^ v).
+ *  - band key j (rows r): fmix64(sum ^ fmix64(BAND_SEED ^ (j + 1))), where sum = sum over the band's values v[i]
+ *    (i = 0..r-1) of v[i] * (fmix64(BAND_SEED + i) | 1), mod 2^64.
  *  - exact hash: XXH64(text, 0) and XXH64(text, EXACT_SEED2): 128 bits of the raw bytes.
  */
 #ifndef LIBCORE_H
@@ -23,6 +27,7 @@
 #define LC_OK 0
 #define LC_EINVAL (-1) /* an argument is out of range */
 #define LC_ENOMEM (-2) /* an allocation failed */
+#define LC_MAX_NGRAM 64
 
 uint64_t lc_xxh64(const uint8_t *data, size_t len, uint64_t seed);
 

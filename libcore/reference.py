@@ -14,9 +14,11 @@ M64 = (1 << 64) - 1
 M32 = (1 << 32) - 1
 P1, P2, P3, P4, P5 = (11400714785074694791, 14029467366897019727, 1609587929392839161, 9650029242287828579,
                       2870177450012600261)
+TOKEN_SEED = 0xA4093822299F31D0
 SHINGLE_SEED = 0x243F6A8885A308D3
 BAND_SEED = 0x13198A2E03707344
 EXACT_SEED2 = 0x9E3779B97F4A7C15
+MAX_NGRAM = 64
 WORD = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") | frozenset(range(0x80, 0x100))
 
 
@@ -85,20 +87,23 @@ def tokens(data: bytes) -> list[bytes]:
     return out
 
 
+def token_hash(token: bytes) -> int:
+    state, full = TOKEN_SEED, len(token) - len(token) % 8
+    for p in range(0, full, 8):
+        state = fmix64(state ^ int.from_bytes(token[p:p + 8], "little"))
+    return fmix64(state ^ int.from_bytes(token[full:], "little") ^ ((len(token) * P5) & M64))
+
+
 def shingles(data: bytes, ngram: int = 5) -> list[int]:
-    if ngram < 1:
-        raise ValueError("ngram must be at least 1")
-    hashes = [xxh64(t) for t in tokens(data)]
+    if not 1 <= ngram <= MAX_NGRAM:
+        raise ValueError(f"ngram must be between 1 and {MAX_NGRAM}")
+    hashes = [token_hash(t) for t in tokens(data)]
     if not hashes:
         return []
     width = min(ngram, len(hashes))
-    out = []
-    for s in range(len(hashes) - width + 1):
-        h = SHINGLE_SEED
-        for t in hashes[s:s + width]:
-            h = fmix64(h ^ t)
-        out.append(h)
-    return out
+    mult = [fmix64((SHINGLE_SEED + p) & M64) | 1 for p in range(width)]
+    return [fmix64(SHINGLE_SEED ^ (sum(t * m for t, m in zip(hashes[s:s + width], mult)) & M64))
+            for s in range(len(hashes) - width + 1)]
 
 
 def minhash(texts: Sequence[bytes], a: np.ndarray, b: np.ndarray, ngram: int = 5) -> np.ndarray:
@@ -114,12 +119,12 @@ def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     if bands < 1 or rows < 1 or bands * rows > sigs.shape[1]:
         raise ValueError(f"{bands} bands of {rows} rows do not fit {sigs.shape[1]} permutations")
     keys = np.empty((sigs.shape[0], bands), dtype=np.uint64)
+    mult = [fmix64((BAND_SEED + i) & M64) | 1 for i in range(rows)]
+    salt = [fmix64(BAND_SEED ^ (j + 1)) for j in range(bands)]
     for d, sig in enumerate(sigs.tolist()):
         for j in range(bands):
-            h = fmix64(BAND_SEED ^ (j + 1))
-            for v in sig[j * rows:(j + 1) * rows]:
-                h = fmix64(h ^ v)
-            keys[d, j] = h
+            total = sum(v * m for v, m in zip(sig[j * rows:(j + 1) * rows], mult)) & M64
+            keys[d, j] = fmix64(total ^ salt[j])
     return keys
 
 

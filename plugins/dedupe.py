@@ -106,8 +106,8 @@ def check_params(threshold: float, num_perm: int, ngram: int) -> None:
         raise AssistantError(f"--threshold must be between 0 and 1 (exclusive), not {threshold:g}")
     if not 2 <= num_perm <= 4096:
         raise AssistantError(f"--num-perm must be between 2 and 4096, not {num_perm}")
-    if ngram < 1:
-        raise AssistantError(f"--ngram must be at least 1, not {ngram}")
+    if not 1 <= ngram <= 64:
+        raise AssistantError(f"--ngram must be between 1 and 64, not {ngram}")
 
 
 def dedupe_file(in_path: str | os.PathLike, out_path: str | os.PathLike, *, field: str = "text",
@@ -184,20 +184,27 @@ class _State:
         import numpy as np
 
         docs = [(n, raw, text) for n, raw, text in batch if text is not None]
+        if not docs:
+            writer.write(b"".join(raw for _, raw, _ in batch))
+            return
         self.report.documents += len(docs)
-        exact = hasher.exact([text for _, _, text in docs]) if docs else np.empty((0, 2), np.uint64)
+        texts = [text for _, _, text in docs]
+        if lsh is None:
+            exact, sigs = hasher.exact(texts), None
+        else:  # signatures for all: the few exact repeats cost less than encoding the texts twice
+            exact, sigs = hasher.both(texts)
         first = []  # per document: the earlier line with the same content, or None
         for (number, _, _), (hi, lo) in zip(docs, exact.tolist()):
             key = hi << 64 | lo
             first.append(self.first_of.get(key))
             if first[-1] is None:
                 self.first_of[key] = number
-        fresh = [d for d, f in zip(docs, first) if f is None]
+        fresh = [i for i, f in enumerate(first) if f is None]
         near: dict[int, tuple[int, float]] = {}
         if lsh is not None and fresh:
-            sigs = hasher.signatures([text for _, _, text in fresh])
-            match, equal = lsh.dedupe(sigs, np.array([n for n, _, _ in fresh], dtype=np.int64))
-            for (number, _, _), m, e in zip(fresh, match.tolist(), equal.tolist()):
+            numbers = [docs[i][0] for i in fresh]
+            match, equal = lsh.dedupe(sigs[fresh], np.array(numbers, dtype=np.int64))
+            for number, m, e in zip(numbers, match.tolist(), equal.tolist()):
                 if m >= 0:
                     near[number] = (m, round(e / hasher.num_perm, 4))
         dropped: set[int] = set()

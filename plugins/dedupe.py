@@ -21,6 +21,7 @@ import json
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -91,7 +92,7 @@ def text_of(record, path: list[str]):
 def parse_line(raw: bytes, path: list[str]):
     """(text, None) for a usable line, (None, reason) for a malformed one."""
     try:
-        record = json.loads(raw)
+        record = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         return None, "not UTF-8"
     except ValueError as exc:
@@ -134,8 +135,16 @@ def dedupe_file(in_path: str | os.PathLike, out_path: str | os.PathLike, *, fiel
     start = time.monotonic()
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    # One worker hashes, looks up and writes batch i (in C, without the GIL) while this thread parses batch i+1.
+    worker, pending = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dedupe"), None
     try:
         with open(src, "rb") as reader, os.fdopen(fd, "wb") as writer:
+            def submit(batch):
+                nonlocal pending
+                if pending is not None:
+                    pending.result()
+                pending = worker.submit(state.run, batch, hasher, lsh, writer)
+
             batch: list[tuple[int, bytes, str | None]] = []  # (line number, raw line, text or None)
             for number, raw in enumerate(reader, 1):
                 if progress:
@@ -153,16 +162,20 @@ def dedupe_file(in_path: str | os.PathLike, out_path: str | os.PathLike, *, fiel
                         continue
                 batch.append((number, raw if raw.endswith(b"\n") else raw + b"\n", text))
                 if len(batch) >= BATCH:
-                    state.run(batch, hasher, lsh, writer)
+                    submit(batch)
                     batch = []
-            state.run(batch, hasher, lsh, writer)
+            submit(batch)
+            pending.result()
             writer.flush()
             os.fsync(writer.fileno())
         os.replace(tmp, dst)
     except BaseException:
+        worker.shutdown(wait=True, cancel_futures=True)  # before the file it writes goes
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    finally:
+        worker.shutdown(wait=False)
     report.seconds = round(time.monotonic() - start, 3)
     report_file.write_text(json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8")
     return report

@@ -267,9 +267,10 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
     mem.add_argument("action", nargs="?", default="list", choices=("list", "search", "forget"))
     mem.add_argument("rest", nargs="*", help="search: the query; forget: a note's number from `memory list`")
 
-    from assistant.plugins import dedupe
+    from assistant.plugins import collect, dedupe
 
     dedupe.add_parser(sub, shared)
+    collect.add_parser(sub, shared)
 
     bench = sub.add_parser("bench", help="benchmarks (figures, not tests)")
     bsub = bench.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -1,5 +1,5 @@
-"""The subcommands: models, audit, config, doctor, bench, index, search and memory (the REPL's slash commands call the
-same functions)."""
+"""The subcommands: models, audit, config, doctor, bench, index, search, memory, dedupe and collect (the REPL's slash
+commands call the same functions)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from assistant.home import home, models_dir, subdir
 
 def run(args, settings) -> int:
     handler = {"models": models, "audit": audit, "config": config, "doctor": doctor, "bench": bench,
-               "repair": repair, "index": index, "search": search, "memory": memory, "dedupe": dedupe}[args.command]
+               "repair": repair, "index": index, "search": search, "memory": memory, "dedupe": dedupe,
+               "collect": collect}[args.command]
     return handler(args, settings)
 
 
@@ -113,6 +114,12 @@ def dedupe(args, settings) -> int:
     from assistant.plugins.dedupe import dedupe_command
 
     return dedupe_command(args, settings)
+
+
+def collect(args, settings) -> int:
+    from assistant.plugins.collect import run
+
+    return run(args, settings)
 
 
 def memory(args, settings) -> int:

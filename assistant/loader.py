@@ -22,6 +22,7 @@ BUILTIN_PLUGINS = (
     "assistant.plugins.search",
     "assistant.plugins.context7",
     "assistant.plugins.dedupe",
+    "assistant.plugins.collect",
     "assistant.plugins.approval",
     "assistant.models.builtin",
 )

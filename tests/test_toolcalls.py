@@ -73,7 +73,7 @@ def test_missing_required_argument(tools):
 
 
 def test_unknown_tool_lists_the_real_ones(tools):
-    with pytest.raises(FormatError, match=r"unknown tool 'delete_everything'; the tools are: context7, edit_file, list_files"):
+    with pytest.raises(FormatError, match=r"unknown tool 'delete_everything'; the tools are: collect_samples, context7, dedupe, edit_file, list_files"):
         parse_tool_calls('{"name": "delete_everything", "arguments": {}}', tools)
 
 

@@ -49,7 +49,7 @@ MALFORMED = {
     "wrong-type-of-option": (call("run_command", command="touch t.txt", timeout="soon"),
                              "invalid arguments for run_command: argument timeout: 'soon' is not of type 'integer'"),
     "unknown-tool": (call("delete_everything", path="/"),
-                     "unknown tool 'delete_everything'; the tools are: context7, edit_file, list_files, read_file, "
+                     "unknown tool 'delete_everything'; the tools are: collect_samples, context7, dedupe, edit_file, list_files, read_file, "
                      "repair, run_command, run_python, search, write_file"),
     "1-mb-of-arguments": (call("write_file", path="t.txt", content="x" * 2**20),
                           f"arguments of write_file are too large ({2**20 + 32} bytes; the limit is 65536)"),

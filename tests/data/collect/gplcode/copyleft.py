@@ -1,0 +1,7 @@
+def shout(text):
+    """The text in capitals.
+
+    >>> shout("gpl")
+    'GPL'
+    """
+    return text.upper()

@@ -1,0 +1,2 @@
+// Does not compile: a missing semicolon.
+int broken(int x) { return x + 1 }

@@ -1,0 +1,2 @@
+// A typed point.
+export interface Point { x: number; y: number }

@@ -1,0 +1,3 @@
+def helper():
+    """A helper without a licence."""
+    return 1

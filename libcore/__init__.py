@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -56,6 +57,15 @@ def _pack(texts: Sequence[str | bytes]) -> tuple[bytes, np.ndarray]:
     offsets = np.zeros(len(data) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(np.fromiter(map(len, data), dtype=np.int64, count=len(data)))
     return b"".join(data), offsets
+
+
+def _checked_offsets(buf: bytes, offsets) -> np.ndarray:
+    """Offsets as C reads them: int64, contiguous, rising, within the buffer (C trusts them)."""
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    if offsets.ndim != 1 or not len(offsets) or offsets[0] < 0 or offsets[-1] > len(buf) or \
+            (len(offsets) > 1 and (np.diff(offsets) < 0).any()):
+        raise ValueError("offsets must rise from 0 or more to at most the buffer's length")
+    return offsets
 
 
 def splitmix64(seed: int):
@@ -126,10 +136,13 @@ class _C:
     def minhash_packed(self, buf: bytes, offsets: np.ndarray, a: np.ndarray, b: np.ndarray,
                        ngram: int = 5) -> np.ndarray:
         ffi, lib = _c()
-        k, n = len(a), len(offsets) - 1
-        sigs = np.empty((n, k), dtype=np.uint32)
+        offsets = _checked_offsets(buf, offsets)
         a = np.ascontiguousarray(a, dtype=np.uint32)
         b = np.ascontiguousarray(b, dtype=np.uint32)
+        if a.ndim != 1 or a.shape != b.shape or not len(a):
+            raise ValueError("a and b must be equally long, non-empty vectors")
+        k, n = len(a), len(offsets) - 1
+        sigs = np.empty((n, k), dtype=np.uint32)
         cbuf = ffi.from_buffer("uint8_t[]", buf)
         coff = ffi.from_buffer("int64_t[]", offsets)
         ca, cb = ffi.from_buffer("uint32_t[]", a), ffi.from_buffer("uint32_t[]", b)
@@ -161,6 +174,7 @@ class _C:
 
     def exact_packed(self, buf: bytes, offsets: np.ndarray) -> np.ndarray:
         ffi, lib = _c()
+        offsets = _checked_offsets(buf, offsets)
         out = np.empty((len(offsets) - 1, 2), dtype=np.uint64)
         _check(lib.lc_exact_batch(ffi.from_buffer("uint8_t[]", buf), ffi.from_buffer("int64_t[]", offsets),
                                   len(offsets) - 1, ffi.from_buffer("uint64_t[]", out)), "exact hashes")
@@ -179,6 +193,7 @@ class _CLSH:
                              f"{min_equal} to agree")
         self._index = ffi.gc(index, lib.lc_lsh_free)
         self.num_perm = num_perm
+        self._lock = threading.Lock()  # one call at a time: a call may resize the table another is probing
 
     def __len__(self) -> int:
         return int(_c()[1].lc_lsh_size(self._index))
@@ -191,9 +206,10 @@ class _CLSH:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         match = np.empty(len(ids), dtype=np.int64)
         equal = np.empty(len(ids), dtype=np.int32)
-        _check(lib.lc_lsh_dedupe(self._index, ffi.from_buffer("uint32_t[]", sigs), ffi.from_buffer("int64_t[]", ids),
-                                 len(ids), ffi.from_buffer("int64_t[]", match), ffi.from_buffer("int32_t[]", equal)),
-               "LSH")
+        with self._lock:
+            rc = lib.lc_lsh_dedupe(self._index, ffi.from_buffer("uint32_t[]", sigs), ffi.from_buffer("int64_t[]", ids),
+                                   len(ids), ffi.from_buffer("int64_t[]", match), ffi.from_buffer("int32_t[]", equal))
+        _check(rc, "LSH")
         return match, equal
 
 

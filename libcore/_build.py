@@ -28,6 +28,7 @@ ffibuilder.set_source(
     '#include "libcore.h"',
     sources=["libcore/libcore.c"],  # relative to the project root, where setup.py runs
     include_dirs=["libcore"],
+    depends=["libcore/libcore.h"],  # rebuilt when it changes, and shipped in the sdist (MANIFEST.in too)
     extra_compile_args=["-O3", "-std=c99"],
 )
 

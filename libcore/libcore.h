@@ -1,7 +1,7 @@
 /* libcore: the hot paths of dedupe (tokens, shingles, 64-bit hashes, MinHash, LSH banding, exact hashes).
  *
- * Every function is pure C99 with no global state, so the Python wrapper can call it from several threads with
- * the GIL released. libcore/reference.py computes the same values in pure Python; the tests compare the two.
+ * The functions share no mutable state (an lc_lsh belongs to one caller at a time), so the Python wrapper can
+ * call them from several threads with the GIL released. libcore/reference.py computes the same values in pure Python; the tests compare the two.
  *
  * Definitions (the reference follows them byte for byte):
  *  - token: a maximal run of bytes that are ASCII letters, digits, '_' or any byte >= 0x80 (so UTF-8 letters

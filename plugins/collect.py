@@ -120,6 +120,10 @@ def licence_of_expression(expr: str) -> str:
     """An SPDX-like expression: `A OR B` is permissive when either is, `A AND B` only when both are."""
     if "\n" in expr.strip() or len(expr) > 200:
         return licence_of_text(expr)  # a whole licence text in a metadata field
+    if "(" in expr:  # grouped: not parsed; the most restrictive licence it names decides
+        named = [licence_of_text(part) for part in re.split(r"[()]|\s+(?:AND|OR|WITH)\s+", expr) if part.strip()]
+        named = [n for n in named if n != "unknown"] or ["unknown"]
+        return next((n for n in named if n not in PERMISSIVE), named[0])
     choices = []
     for alternative in re.split(r"\s+OR\s+|\s*/\s*", expr.strip()):
         parts = [licence_of_text(part) for part in re.split(r"\s+AND\s+", alternative)]
@@ -346,7 +350,7 @@ def python_outcomes(text: str, path: Path, repo: Repo, box) -> tuple[list, str]:
     """(sample or None, why rejected) for each function with a docstring, in source order."""
     try:
         tree = ast.parse(text)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # generated code can nest past the parser
         return [], "python syntax error"
     folder, package = package_of(path)
     future, imports = module_imports(tree, package)
@@ -361,7 +365,7 @@ def python_outcomes(text: str, path: Path, repo: Repo, box) -> tuple[list, str]:
         code = textwrap.dedent("".join(lines[node.lineno - 1: node.end_lineno]))  # decorators left out
         try:
             compile(code, "<sample>", "exec", dont_inherit=True)
-        except (SyntaxError, ValueError):
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
             outcomes.append((None, "compile"))
             continue
         cls = owner.get(id(node))
@@ -394,9 +398,13 @@ def run_doctests(tests: list, folder: Path, future: str, imports: list[str], box
                          timeout=IMPORT_SECONDS + PER_SAMPLE_SECONDS * len(chunk) + 10,
                          stdin=json.dumps(payload).encode("utf-8"), max_output=256 * 1024)
         for line in result.stdout.splitlines():
-            if line.startswith(mark):
-                i, status = json.loads(line[len(mark):])
-                statuses[chunk[i][0]] = status
+            if line.startswith(mark):  # the examples' own output can cut a line short: distrust what comes back
+                try:
+                    i, status = json.loads(line[len(mark):])
+                except (ValueError, TypeError):
+                    continue
+                if isinstance(i, int) and 0 <= i < len(chunk) and status in ("pass", "fail", "none"):
+                    statuses[chunk[i][0]] = status
     return statuses
 
 
@@ -432,8 +440,9 @@ def file_outcome(text: str, path: Path, repo: Repo, stack: str, box, note) -> tu
     elif not tool:
         note(f"no {argv[0]}: samples are not syntax-checked")
     else:
-        # The file goes in through stdin and is checked under its own name in the sandbox's private /tmp.
-        script = 'f="/tmp/$1"; shift; cat > "$f" && exec "$@" "$f"'
+        # The file goes in through stdin and is checked under its own name in the scratch workspace (the run's
+        # folder, whatever the sandbox layer: /tmp is private only under bubblewrap).
+        script = 'f="./$1"; shift; cat > "$f" && exec "$@" "$f"'
         result = box.run(["/bin/sh", "-c", script, "sh", path.name, tool, *argv[1:]], cwd=str(box.workspace),
                          timeout=60, stdin=text.encode("utf-8"), warm=True)
         if result.timed_out:
@@ -521,12 +530,20 @@ class _Collection:
         if changed:
             raise AssistantError(f"--resume needs the options of the first run; these differ: {', '.join(changed)}")
         length = self.state["length"]
-        if not self.out.is_file() or self.out.stat().st_size < length:
+        size = self.out.stat().st_size if self.out.is_file() else -1
+        if self.state["finished"] and self.options["dedupe"] and 0 <= size < length:
+            self.state["deduped"] = True  # dedupe replaced the file, then the run stopped before saving that
+            length = size
+        if size < length:
             raise AssistantError(f"{self.out} is missing or shorter than {self.state_path} records; delete both")
         self.fh = open(self.out, "r+b")
         self.fh.truncate(length)  # lines written after the last save (a torn one too) come again
-        for line in self.fh.read().splitlines():
-            self.seen.add(hashlib.sha256(json.loads(line)["response"].encode("utf-8")).hexdigest())
+        for number, line in enumerate(self.fh.read().splitlines(), 1):
+            try:
+                self.seen.add(hashlib.sha256(json.loads(line)["response"].encode("utf-8")).hexdigest())
+            except (ValueError, KeyError, TypeError):
+                raise AssistantError(f"{self.out}:{number}: not a sample line (edited by hand?); fix it or start "
+                                     "again") from None
         self.fh.seek(length)
         for key, value in self.state["totals"].items():
             setattr(self.report, key, value)
@@ -553,13 +570,17 @@ class _Collection:
                 "doctest" not in sample["checks"]):
             reason = "no doctest"
         if not reason:
-            digest = hashlib.sha256(sample["response"].encode("utf-8")).hexdigest()
-            reason = "duplicate" if digest in self.seen else ""
+            try:
+                line = (json.dumps(sample, ensure_ascii=False) + "\n").encode("utf-8")
+                digest = hashlib.sha256(sample["response"].encode("utf-8")).hexdigest()
+                reason = "duplicate" if digest in self.seen else ""
+            except UnicodeEncodeError:  # a lone surrogate in a golden .jsonl record
+                reason = "not UTF-8"
         if reason:
             r.rejected[reason] = r.rejected.get(reason, 0) + 1
             return False
         self.seen.add(digest)
-        self.fh.write((json.dumps(sample, ensure_ascii=False) + "\n").encode("utf-8"))
+        self.fh.write(line)
         self.fh.flush()
         r.written += 1
         r.golden += bool(sample.get("golden"))
@@ -684,10 +705,10 @@ def collect(sources, out_path, *, stack: str, max_samples: int | None = None, sa
     if not sources and not golden:
         raise AssistantError("nothing to collect from: give --source (or --golden)")
     if dedupe:
-        try:
-            from assistant.plugins.dedupe import dedupe_file
-        except ImportError as exc:
-            raise AssistantError(f"--dedupe needs assistant.plugins.dedupe ({exc})") from None
+        from assistant import libcore
+        from assistant.plugins.dedupe import dedupe_file
+
+        libcore.backend()  # no C extension: say so now, not after the collection
     for path in golden:
         if not Path(path).expanduser().exists():
             raise AssistantError(f"{path}: no such file or folder")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +30,10 @@ from typing import Callable
 from assistant.errors import AssistantError, ToolError
 from assistant.hookspecs import hookimpl
 from assistant.tools import requires_approval
+from assistant.workspace import replace_file
 
 BATCH = 8192  # documents per batch: enough for the C calls to use every core
+EMPTY = 0xFFFFFFFF  # every value of the signature of a text with no shingles
 MALFORMED_EXAMPLES = 20  # malformed lines listed in the report (all are counted)
 
 
@@ -97,6 +100,8 @@ def parse_line(raw: bytes, path: list[str]):
         return None, "not UTF-8"
     except ValueError as exc:
         return None, f"invalid JSON ({exc})"
+    except RecursionError:
+        return None, "invalid JSON (nested too deeply)"
     if not isinstance(record, dict):
         return None, f"not a JSON object ({type(record).__name__})"
     return text_of(record, path)
@@ -123,6 +128,8 @@ def dedupe_file(in_path: str | os.PathLike, out_path: str | os.PathLike, *, fiel
     src, dst = Path(in_path), Path(out_path)
     if not src.is_file():
         raise AssistantError(f"{src}: no such file")
+    if dst.is_symlink():  # write what the link points at; the link stays
+        dst = dst.resolve()
     report_file = Path(report_path) if report_path else dst.with_name(dst.name + ".report.json")
     report = DedupeReport(str(src), str(dst), field, threshold, num_perm, ngram, exact_only=exact_only)
     hasher = libcore.MinHasher(num_perm, ngram, impl=impl)
@@ -168,16 +175,19 @@ def dedupe_file(in_path: str | os.PathLike, out_path: str | os.PathLike, *, fiel
             pending.result()
             writer.flush()
             os.fsync(writer.fileno())
+        report.seconds = round(time.monotonic() - start, 3)
+        # The report first: once OUT is replaced, the run has happened and nothing may fail after it.
+        replace_file(report_file, (json.dumps(report.to_dict(), indent=1) + "\n").encode("utf-8"))
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, stat.S_IMODE(dst.stat().st_mode) if dst.exists() else 0o644)  # not mkstemp's 0600
         os.replace(tmp, dst)
     except BaseException:
-        worker.shutdown(wait=True, cancel_futures=True)  # before the file it writes goes
+        worker.shutdown(wait=True, cancel_futures=True)  # its last write fails on the closed file; then it goes
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     finally:
         worker.shutdown(wait=False)
-    report.seconds = round(time.monotonic() - start, 3)
-    report_file.write_text(json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8")
     return report
 
 
@@ -214,6 +224,9 @@ class _State:
                 self.first_of[key] = number
         fresh = [i for i, f in enumerate(first) if f is None]
         near: dict[int, tuple[int, float]] = {}
+        if lsh is not None:
+            # A text without a single word has the empty signature: it can repeat exactly, never nearly.
+            fresh = [i for i in fresh if sigs[i, 0] != EMPTY or (sigs[i] != EMPTY).any()]
         if lsh is not None and fresh:
             numbers = [docs[i][0] for i in fresh]
             match, equal = lsh.dedupe(sigs[fresh], np.array(numbers, dtype=np.int64))
@@ -300,11 +313,12 @@ def dedupe(input: str, output: str, field: str = "text", threshold: float = 0.7,
     """
     src = context.workspace.resolve(input)
     dst = context.workspace.resolve(output, for_write=True)
-    report_file = dst.with_name(dst.name + ".report.json")
+    report_file = context.workspace.resolve(str(dst.with_name(dst.name + ".report.json")), for_write=True)
     if context.undo:
         context.undo.before_paths("dedupe", [dst, report_file])
     try:
-        report = dedupe_file(src, dst, field=field, threshold=threshold, exact_only=exact_only)
+        report = dedupe_file(src, dst, field=field, threshold=threshold, exact_only=exact_only,
+                             report_path=report_file)
     except AssistantError as exc:
         raise ToolError(str(exc)) from None
     lines = [report.summary()]

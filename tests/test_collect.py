@@ -137,6 +137,32 @@ def test_hidden_vendored_binary_large_and_non_utf8_files_are_skipped(run, ws):
     assert report.files == 5
 
 
+def test_code_nested_past_the_parser_skips_its_file_not_the_run(run, ws):
+    src = repo(ws / "deep" / "generated", {"a_deep.py": "x = " + "+".join(["1"] * 100_000) + "\n",
+                                           "b.py": 'def b():\n    """Still collected."""\n'})
+    report, samples = run(sources=[src], stack="python")
+    assert names(samples) == [("generated", "b")] and report.files_skipped == {"python syntax error": 1}
+
+
+def test_a_golden_record_that_cannot_be_utf8_is_rejected_not_fatal(run, tmp_path):
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(json.dumps({"instruction": "a", "response": "\ud800"}) + "\n"
+                      + json.dumps({"instruction": "b", "response": "fine"}) + "\n")
+    report, samples = run(golden=[str(golden)], stack="python", max_samples=2)
+    assert [s["response"] for s in samples][:1] == ["fine"] and samples[0]["golden"] and report.golden == 1
+    assert report.rejected.get("not UTF-8") == 1
+
+
+def test_resume_over_an_output_edited_by_hand_is_a_clear_error(run, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        run(stack="python", progress=interrupt_after(2))
+    out = tmp_path / "out.jsonl"
+    state = json.loads((tmp_path / "out.jsonl.state.json").read_text())
+    out.write_bytes(b"not json\n".ljust(state["length"], b" "))
+    with pytest.raises(AssistantError, match="out.jsonl:1: not a sample line"):
+        run(stack="python", resume=True)
+
+
 # --- other stacks ---------------------------------------------------------------------------------------
 
 
@@ -274,16 +300,10 @@ def test_bad_input_is_one_clear_error(run, tmp_path):
 
 
 def test_dedupe_runs_on_the_output_at_the_end(run, ws):
-    pytest.importorskip("assistant.plugins.dedupe")
-    from assistant.libcore import LibcoreMissing
-
     body = "".join(f"    step{i} = xs[{i}] * {i} + len(xs)\n" for i in range(40)) + "    return step39\n"
     src = repo(ws / "dupes" / "near", {"a.py": f'def sum_sq(xs):\n    """Sum of squares."""\n{body}',
                                        "b.py": f'def sum_sq(xs):\n    """Sum of the squares."""\n{body}'})
-    try:
-        report, samples = run(sources=[src], stack="python", dedupe=True)
-    except LibcoreMissing:
-        pytest.skip("libcore is not built")
+    report, samples = run(sources=[src], stack="python", dedupe=True)
     assert report.written == 2 and len(samples) == 1 and report.dedupe["near_duplicates"] == 1
 
 
@@ -333,7 +353,8 @@ def test_site_packages_each_distribution_is_a_repository_with_its_record_and_lic
     ("MIT AND GPL-3.0-or-later", "GPL"), ("BSD-3-Clause", "BSD"), ("0BSD", "0BSD"), ("LGPL-2.1+", "LGPL"),
     ("AGPL-3.0", "AGPL"), ("SSPL-1.0", "SSPL"), ("Unlicense", "Unlicense"), ("Zlib", "Zlib"), ("CC0-1.0", "CC0"),
     ("BSL-1.0", "BSL-1.0"), ("ISC", "ISC"), ("PSF-2.0", "PSF"), ("Proprietary", "unknown"),
-    ("MPL-2.0", "MPL")])
+    ("MPL-2.0", "MPL"), ("(MIT OR Apache-2.0) AND GPL-3.0-only", "GPL"),
+    ("GPL-3.0-only AND (MIT OR Apache-2.0)", "GPL"), ("(MIT OR Apache-2.0)", "MIT")])
 def test_licence_expressions(expr, family):
     assert licence_of_expression(expr) == family
 

@@ -134,6 +134,60 @@ def test_a_nested_field_and_in_place(tmp_path):
     assert (tmp_path / "chats.jsonl.report.json").exists()
 
 
+def test_ctrl_c_after_batches_are_in_flight_leaves_everything_as_it_was(planted, tmp_path, monkeypatch):
+    import threading
+
+    from assistant.plugins import dedupe as dedupe_plugin
+
+    monkeypatch.setattr(dedupe_plugin, "BATCH", 40)  # several batches through the worker before the interrupt
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(planted[0].read_bytes())
+    before, lines = path.read_bytes(), []
+
+    def interrupt(n):
+        lines.append(n)
+        if len(lines) == 300:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        dedupe_file(path, path, progress=interrupt)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["in.jsonl"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("dedupe")]
+
+
+def test_texts_without_words_are_never_near_duplicates(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["!!!", "--- ---", "{}", "#", "#"]))
+    report = dedupe_file(src, tmp_path / "out.jsonl")
+    assert report.near_duplicates == 0 and report.clusters == {4: [{"line": 5, "kind": "exact", "similarity": 1.0}]}
+
+
+def test_a_deeply_nested_line_is_malformed_not_fatal(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"text": ' + b"[" * 100_000 + b"\n" + b'{"text": "fine"}\n')
+    report = dedupe_file(src, tmp_path / "out.jsonl")
+    assert report.kept == 1 and report.malformed_examples == [{"line": 1, "reason": "invalid JSON (nested too deeply)"}]
+
+
+def test_links_and_permissions(tmp_path):
+    """The report never goes through a planted link; an in-place run keeps the file's mode and a linked OUT
+    writes its target."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    src = tmp_path / "data.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["a b", "a b", "c"]))
+    src.chmod(0o644)
+    (tmp_path / "data.jsonl.report.json").symlink_to(victim)
+    dedupe_file(src, src)
+    assert victim.read_text() == "precious" and not (tmp_path / "data.jsonl.report.json").is_symlink()
+    assert src.stat().st_mode & 0o777 == 0o644 and len(src.read_text().splitlines()) == 2
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(src)
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["x", "x"]))
+    dedupe_file(link, link)
+    assert link.is_symlink() and src.read_text() == json.dumps({"text": "x"}) + "\n"
+
+
 def test_ctrl_c_leaves_input_and_output_as_they_were(planted, tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_bytes(planted[0].read_bytes())

@@ -90,9 +90,42 @@ def test_batches_on_threads_equal_one_thread(monkeypatch):
     rng = random.Random(3)
     texts = [" ".join(f"w{rng.randrange(500)}" for _ in range(rng.randrange(0, 60))) for _ in range(700)]
     hasher = libcore.MinHasher(128, 5)
+    monkeypatch.setattr(libcore.os, "cpu_count", lambda: 4)  # split into 4 parts even on a 1-CPU machine
     threaded = hasher.signatures(texts)
     monkeypatch.setattr(libcore, "THREAD_MIN_DOCS", 10**9)
     assert (threaded == hasher.signatures(texts)).all()
+    assert (threaded[:50] == REF.minhash([t.encode() for t in texts[:50]], hasher.a, hasher.b, 5)).all()
+
+
+def test_the_longest_ngram_agrees():
+    text = " ".join(f"t{i % 37}" for i in range(200)).encode()
+    assert C.shingles(text, 64) == REF.shingles(text, 64) and len(C.shingles(text, 64)) == 137
+    with pytest.raises(ValueError):
+        C.shingles(text, 65)
+
+
+def test_a_large_lsh_index_grows_and_still_agrees():
+    """Thousands of signatures: the table is resized several times within and between calls."""
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 2**32, size=(1500, 16), dtype=np.uint32)
+    copies = base[rng.integers(0, 1500, size=1500)].copy()
+    copies[:, :3] = rng.integers(0, 2**32, size=(1500, 3), dtype=np.uint32)  # 13 of 16 agree
+    sigs = np.concatenate([base, copies])
+    ids = np.arange(len(sigs), dtype=np.int64)
+    c_index, ref_index = C.LSH(16, 4, 4, 12), REF.LSH(16, 4, 4, 12)
+    for part in (slice(0, 1000), slice(1000, 3000)):
+        cm, ce = c_index.dedupe(sigs[part], ids[part])
+        rm, re_ = ref_index.dedupe(sigs[part], ids[part])
+        assert cm.tolist() == rm.tolist() and ce.tolist() == re_.tolist()
+    assert len(c_index) == len(ref_index) and 1500 <= len(c_index) < 3000
+
+
+def test_offsets_outside_the_buffer_are_refused():
+    a, b = libcore.permutations(8)
+    with pytest.raises(ValueError, match="offsets"):
+        C.minhash_packed(b"abc", np.array([0, 10]), a, b)
+    with pytest.raises(ValueError, match="offsets"):
+        C.exact_packed(b"abc", np.array([2, 1]))
 
 
 @settings(max_examples=40, deadline=None)

@@ -143,7 +143,8 @@ SETTING_FLAGS = ("model", "model_name", "device_map", "torch_dtype", "quantizati
 def build_parser(once: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="assistant", description="A local-first coding assistant: a REPL that reasons, runs tools and answers.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False)  # abbreviations are matched before the subcommand: `collect --max` met --max-steps
     parser.add_argument("--version", action="version", version=f"assistant {__version__}")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", metavar="TEXT", nargs="?", const="",

@@ -392,9 +392,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def test_cli_collects_and_prints_a_summary(tmp_path, capsys):
     out = tmp_path / "cli.jsonl"
-    args = parse(["collect", "--stack", "python", "--source", str(FIXTURE / "geometry"), "--out", str(out),
-                  "--max", "2"])
-    assert collect_plugin.run(args, load_settings({})) == 0
+    from assistant.cli import main
+
+    assert main(["collect", "--stack", "python", "--source", str(FIXTURE / "geometry"), "--out", str(out),
+                 "--max", "2"]) == 0  # the real parser: its global flags must not swallow --max
     printed = capsys.readouterr().out
     assert "wrote 2 samples (0 golden)" in printed and "repositories: 1 seen, 0 skipped" in printed
     assert len(read(out)) == 2 and json.loads((tmp_path / "cli.jsonl.state.json").read_text())["finished"]

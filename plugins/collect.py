@@ -362,7 +362,9 @@ def python_outcomes(text: str, path: Path, repo: Repo, box) -> tuple[list, str]:
         doc = ast.get_docstring(node)
         if not doc or not doc.strip():
             continue
-        code = textwrap.dedent("".join(lines[node.lineno - 1: node.end_lineno]))  # decorators left out
+        # Decorators included: @property, @staticmethod or @contextmanager change what the examples mean.
+        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        code = textwrap.dedent("".join(lines[first - 1: node.end_lineno]))
         try:
             compile(code, "<sample>", "exec", dont_inherit=True)
         except (SyntaxError, ValueError, RecursionError, MemoryError):

@@ -137,6 +137,17 @@ def test_hidden_vendored_binary_large_and_non_utf8_files_are_skipped(run, ws):
     assert report.files == 5
 
 
+def test_decorators_are_part_of_the_sample_and_of_its_test(run, ws):
+    src = repo(ws / "deco" / "cached", {"fib.py": (
+        "import functools\n\n\n@functools.lru_cache(maxsize=None)\ndef fib(n):\n"
+        '    """Fibonacci numbers, remembered.\n\n    >>> fib(30)\n    832040\n'
+        '    >>> fib.cache_info().hits > 0\n    True\n    """\n'
+        "    return n if n < 2 else fib(n - 1) + fib(n - 2)\n")})
+    report, samples = run(sources=[src], stack="python")
+    assert [s["checks"] for s in samples] == [["compile", "doctest"]]  # cache_info exists only when decorated
+    assert samples[0]["response"].startswith("@functools.lru_cache(maxsize=None)\ndef fib(n):")
+
+
 def test_code_nested_past_the_parser_skips_its_file_not_the_run(run, ws):
     src = repo(ws / "deep" / "generated", {"a_deep.py": "x = " + "+".join(["1"] * 100_000) + "\n",
                                            "b.py": 'def b():\n    """Still collected."""\n'})

@@ -285,6 +285,10 @@ def add_parser(sub, shared) -> None:
         "  assistant dedupe chats.jsonl out.jsonl --field messages.1.content    a nested field\n"
         "  assistant dedupe big.jsonl out.jsonl --exact-only                    exact repeats only (faster)\n"
         "  assistant dedupe code.jsonl out.jsonl --threshold 0.85 --num-perm 128 --ngram 3")
+    add_arguments(p)
+
+
+def add_arguments(p) -> None:
     p.add_argument("input", metavar="IN", help="a JSONL file, one JSON object per line")
     p.add_argument("output", metavar="OUT", help="where the kept lines go (may be IN)")
     p.add_argument("--field", default="text", help="the text to compare; a dotted path for nested fields "
@@ -329,6 +333,39 @@ def dedupe(input: str, output: str, field: str = "text", threshold: float = 0.7,
     return "\n".join(lines)
 
 
+def dedupe_slash(args: str, session) -> str:
+    """/dedupe IN OUT [--field F --threshold T --num-perm N --ngram N --exact-only --keep-malformed]: paths are
+    relative to the workspace."""
+    import argparse
+    import io
+    import shlex
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):  # a message for the REPL, not an exit
+            raise ValueError(message)
+
+    parser = Parser(prog="/dedupe", add_help=False)
+    add_arguments(parser)
+    try:
+        ns = parser.parse_args(shlex.split(args))
+    except ValueError as exc:
+        usage = io.StringIO()
+        parser.print_usage(usage)
+        return f"{exc}\n{usage.getvalue().strip()}"
+    root = Path(session.workspace.root)
+    out = root / Path(ns.output).expanduser()
+    report = dedupe_file(root / Path(ns.input).expanduser(), out, field=ns.field, threshold=ns.threshold,
+                         num_perm=ns.num_perm, ngram=ns.ngram, exact_only=ns.exact_only,
+                         keep_malformed=ns.keep_malformed, report_path=root / ns.report if ns.report else None)
+    return f"{report.summary()}\nwrote {out}; report: {ns.report or str(out) + '.report.json'}"
+
+
 @hookimpl
 def register_tools(register):
     register(dedupe)
+
+
+@hookimpl
+def register_commands(register):
+    register("dedupe", dedupe_slash, "remove exact and near-duplicate lines from a JSONL file: /dedupe IN OUT "
+             "[--field F --threshold T --exact-only]")

@@ -228,3 +228,13 @@ def test_the_tool(make_session, workspace):
     session = make_session([call("dedupe", input="../outside.jsonl", output="x.jsonl"), "No."], approval="auto")
     obs = next(e for e in session.agent.run_turn("dedupe it") if isinstance(e, Observation))
     assert not obs.ok and "outside" in obs.text
+
+
+def test_the_slash_command(make_session, workspace):
+    (workspace / "d.jsonl").write_text("".join(json.dumps({"t": t}) + "\n" for t in ["a b c", "x", "a b c"]))
+    session = make_session()
+    command = session.registry.commands["dedupe"].function
+    text = command("d.jsonl out.jsonl --field t", session)
+    assert "kept 2 of 3 documents: 1 exact" in text and (workspace / "out.jsonl").read_text().count("\n") == 2
+    assert "usage: /dedupe" in command("d.jsonl", session)  # OUT missing
+    assert "usage: /dedupe" in command("d.jsonl o.jsonl --threshold many", session)

@@ -60,10 +60,12 @@ def bench_tools(settings, *, data: Path | None = None, limit: int | None = None,
     from assistant import prompts
     from assistant.grammar import ToolGrammar
     from assistant.loader import load_plugins
+    from assistant.tools import select_tools
     from assistant.models.builtin import load_model
 
     rows = load_set(data or DATA / "tool_eval.jsonl")[:limit]
     registry = load_plugins()
+    registry.tools = select_tools(registry.tools, settings.tools)  # --tools: what the agent would be given
     tools = registry.tools
     grammar = ToolGrammar(tools)
     model = load_model(settings, registry)

@@ -98,6 +98,9 @@ def _model_flags(p: argparse.ArgumentParser, default: Any = None) -> None:
                    help="run commands and code without asking (= --approval auto)", **d)
     a.add_argument("--max-actions-per-turn", type=int, metavar="N", help="tool calls per user turn (default 1)", **d)
     a.add_argument("--max-steps", type=int, metavar="N", help="model calls per user turn (default 8)", **d)
+    a.add_argument("--tools", metavar="LIST", help="the tools the agent gets: all (default), names "
+                   "(run_python,read_file,list_files), or all,-NAME to leave some out; a small model picks better "
+                   "among fewer", **d)
     a.add_argument("--observation-summary-chars", type=int, metavar="N", help="longer tool output is cut for the model", **d)
     a.add_argument("--command-timeout", type=int, metavar="S", help="upper bound for a command's run time", **d)
     a.add_argument("--sandbox", choices=Settings.CHOICES["sandbox"],
@@ -137,7 +140,7 @@ SETTING_FLAGS = ("model", "model_name", "device_map", "torch_dtype", "quantizati
                  "workspace", "approval", "max_actions_per_turn", "max_steps", "observation_summary_chars",
                  "command_timeout", "sandbox", "system_prompt", "disable_system_prompt", "audit_log", "constrain",
                  "decoder", "server_grammar", "memory", "memory_vector_dir", "recall_k", "recall_chars", "search_min_score", "context7",
-                 "context7_url", "context7_api_key", "context7_chars")
+                 "context7_url", "context7_api_key", "context7_chars", "tools")
 
 
 def build_parser(once: bool = False) -> argparse.ArgumentParser:

@@ -62,6 +62,7 @@ class Settings:
     context7_api_key: str | None = None
     context7_chars: int = 256
     context7_timeout: float = 10.0
+    tools: str = "all"  # the tools the agent gets: "all", names ("run_python,read_file"), "all,-collect_samples"
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     # "sandbox" mirrors assistant.sandbox.POLICIES (not imported here: it loads ctypes; a test keeps them equal).

@@ -14,7 +14,7 @@ from assistant.home import subdir
 from assistant.models.builtin import load_model
 from assistant.sandbox import Sandbox
 from assistant.loader import load_plugins
-from assistant.tools import ToolContext
+from assistant.tools import ToolContext, select_tools
 from assistant.workspace import UndoStack, Workspace
 
 
@@ -31,6 +31,7 @@ class Session:
         self.settings = settings
         self.id = new_session_id()
         self.registry = load_plugins(plugins)
+        self.registry.tools = select_tools(self.registry.tools, settings.tools)
         self.workspace = Workspace(settings.workspace)
         self.undo = UndoStack(self.workspace)
         log_path = Path(settings.audit_log) if settings.audit_log else subdir("logs") / f"{self.id}.jsonl"

@@ -120,3 +120,22 @@ class ToolContext:
     ask: Callable[[str], bool] | None = None  # asks the user a yes/no question (None: nobody to ask)
     sandbox: Any = None  # assistant.sandbox.Sandbox of the workspace (None: the shared one for its folder)
     model: Any = None  # the session's model, for tools that generate (repair)
+
+
+def select_tools(tools: dict[str, Tool], spec: str) -> dict[str, Tool]:
+    """The tools a `tools` setting names: "all", a comma-separated list of names, and "-name" to leave one out
+    ("all,-collect_samples"). Small models choose better among fewer tools (docs/benchmarks.md)."""
+    chosen: dict[str, Tool] = {}
+    for word in (w.strip() for w in spec.split(",")):
+        name = word.lstrip("-")
+        if not name:
+            continue
+        if name != "all" and name not in tools:
+            raise AssistantError(f"unknown tool {name!r} in the tools setting; the tools are: {', '.join(sorted(tools))}")
+        names = list(tools) if name == "all" else [name]
+        for n in names:
+            if word.startswith("-"):
+                chosen.pop(n, None)
+            else:
+                chosen[n] = tools[n]
+    return {n: t for n, t in tools.items() if n in chosen}  # registration order, as the prompt lists them

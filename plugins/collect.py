@@ -831,7 +831,8 @@ def run(args, settings) -> int:
 @requires_approval
 def collect_samples(stack: str, sources: list[str], out: str, max_samples: int = 200, dedupe: bool = True,
                     context=None) -> str:
-    """Collect training samples (instruction/response JSONL) from permissively licensed local repositories:
+    """Build a training dataset from local code.
+
     Python functions whose doctests pass, or whole files whose syntax checks.
 
     Args:

@@ -306,7 +306,7 @@ def add_arguments(p) -> None:
 @requires_approval
 def dedupe(input: str, output: str, field: str = "text", threshold: float = 0.7, exact_only: bool = False,
            context=None) -> str:
-    """Remove exact and near-duplicate records from a JSONL file of the workspace, keeping the first of each.
+    """Remove duplicate records from a JSONL dataset.
 
     Args:
         input: The JSONL file to read, relative to the workspace.

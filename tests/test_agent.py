@@ -2,12 +2,15 @@
 
 import json
 
+import pytest
+
 from conftest import call
 
 from assistant.events import Answer, Error, Meta, Observation, ToolCall
 from assistant.hookspecs import hookimpl
 from assistant.logs.audit import read_records, verify
 from assistant.agent import REPEAT_NOTE
+from assistant.errors import AssistantError
 from assistant.prompts import FINAL_MARK
 
 
@@ -243,3 +246,16 @@ def test_closing_a_finished_turn_is_not_an_interruption(make_session):
             break
     gen.close()
     assert "interrupted" not in [r["kind"] for r in read_records(s.audit.path)]
+
+
+def test_the_tools_setting_chooses_what_the_agent_gets(make_session):
+    everything = set(make_session().registry.tools)
+    assert {"dedupe", "collect_samples", "run_python"} <= everything
+    assert set(make_session(tools="all,-collect_samples,-dedupe").registry.tools) == everything - {
+        "dedupe", "collect_samples"}
+    session = make_session([call("dedupe", input="a", output="b"), "Fine."], tools="read_file, list_files")
+    assert list(session.registry.tools) == ["list_files", "read_file"]  # the order the plugins registered them
+    events = list(session.agent.run_turn("dedupe it"))
+    assert any("unknown tool 'dedupe'" in getattr(e, "text", "") for e in events)  # not callable either
+    with pytest.raises(AssistantError, match="unknown tool 'grep' in the tools setting; the tools are: "):
+        make_session(tools="all,-grep")

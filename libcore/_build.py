@@ -1,28 +1,21 @@
 """The cffi builder (API mode) for libcore: compiled at install time through setup.py's `cffi_modules`."""
 
+import re
+from pathlib import Path
+
 from cffi import FFI
 
-# The declarations Python sees: libcore.h without its preprocessor lines and comments.
-CDEF = """
-uint64_t lc_xxh64(const uint8_t *data, size_t len, uint64_t seed);
-int64_t lc_shingles(const uint8_t *text, size_t len, int ngram, uint64_t *out, size_t cap);
-int lc_minhash_batch(const uint8_t *buf, const int64_t *offsets, size_t n, int ngram, const uint32_t *a,
-                     const uint32_t *b, int num_perm, uint32_t *sigs);
-int lc_band_keys(const uint32_t *sigs, size_t n, int num_perm, int bands, int rows, uint64_t *keys);
-int lc_exact_batch(const uint8_t *buf, const int64_t *offsets, size_t n, uint64_t *out);
-typedef struct lc_lsh lc_lsh;
-lc_lsh *lc_lsh_new(int num_perm, int bands, int rows, int min_equal);
-void lc_lsh_free(lc_lsh *index);
-size_t lc_lsh_size(const lc_lsh *index);
-int lc_lsh_dedupe(lc_lsh *index, const uint32_t *sigs, const int64_t *ids, size_t n, int64_t *match,
-                  int32_t *equal);
-#define LC_OK 0
-#define LC_EINVAL -1
-#define LC_ENOMEM -2
-"""
+HEADER = Path(__file__).with_name("libcore.h")
+
+
+def declarations(header: str) -> str:
+    """What Python sees: libcore.h without its comments and preprocessor lines (one source for both)."""
+    text = re.sub(r"/\*.*?\*/", "", header, flags=re.S)
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
 
 ffibuilder = FFI()
-ffibuilder.cdef(CDEF)
+ffibuilder.cdef(declarations(HEADER.read_text(encoding="utf-8")))
 ffibuilder.set_source(
     "assistant.libcore._libcore",
     '#include "libcore.h"',

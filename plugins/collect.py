@@ -35,7 +35,7 @@ LANGUAGES = {".cpp": "C++", ".cc": "C++", ".h": "C++ header", ".hpp": "C++ heade
              ".ts": "TypeScript", ".tsx": "TypeScript (JSX)", ".vue": "Vue", ".svelte": "Svelte", ".go": "Go"}
 PERMISSIVE = {"MIT", "BSD", "0BSD", "Apache", "ISC", "PSF", "Unlicense", "Zlib", "CC0", "BSL-1.0"}
 # The earliest match in a text wins (a licence names itself before anything it quotes); at one place, the first listed.
-LICENCES = [(name, re.compile(pattern, re.I)) for name, pattern in (
+LICENCES = [(name, pattern) for name, pattern in (  # compiled on first use (re caches them): not at start-up
     ("AGPL", r"\bAGPL|Affero General"), ("LGPL", r"\bLGPL|Lesser General Public|Library General Public"),
     ("GPL", r"\bGPL|General Public Licen[cs]e"), ("SSPL", r"\bSSPL\b|Server Side Public"),
     ("MPL", r"\bMPL\b|Mozilla Public"), ("EPL", r"\bEPL\b|Eclipse Public"),
@@ -112,7 +112,7 @@ os._exit(0)  # threads or atexit handlers the examples left behind must not hold
 def licence_of_text(text: str) -> str:
     """A licence names itself near its start; what follows may quote those of bundled code."""
     text = text[:3000]
-    found = [(m.start(), i, name) for i, (name, rx) in enumerate(LICENCES) if (m := rx.search(text))]
+    found = [(m.start(), i, name) for i, (name, rx) in enumerate(LICENCES) if (m := re.search(rx, text, re.I))]
     return min(found)[2] if found else "unknown"
 
 

@@ -22,7 +22,6 @@ import os
 import stat
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -142,6 +141,8 @@ def dedupe_file(in_path: str | os.PathLike, out_path: str | os.PathLike, *, fiel
     start = time.monotonic()
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    from concurrent.futures import ThreadPoolExecutor
+
     # One worker hashes, looks up and writes batch i (in C, without the GIL) while this thread parses batch i+1.
     worker, pending = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dedupe"), None
     try:

@@ -98,6 +98,8 @@ def _model_flags(p: argparse.ArgumentParser, default: Any = None) -> None:
                    help="run commands and code without asking (= --approval auto)", **d)
     a.add_argument("--max-actions-per-turn", type=int, metavar="N", help="tool calls per user turn (default 1)", **d)
     a.add_argument("--max-steps", type=int, metavar="N", help="model calls per user turn (default 8)", **d)
+    a.add_argument("--monitor", metavar="URL", help="send this session's events to a telemetry server "
+                   "(`assistant telemetry serve`; the password comes from TELEMETRY_PASS)", **d)
     a.add_argument("--tools", metavar="LIST", help="the tools the agent gets: all (default), names "
                    "(run_python,read_file,list_files), or all,-NAME to leave some out; a small model picks better "
                    "among fewer", **d)
@@ -140,7 +142,7 @@ SETTING_FLAGS = ("model", "model_name", "device_map", "torch_dtype", "quantizati
                  "workspace", "approval", "max_actions_per_turn", "max_steps", "observation_summary_chars",
                  "command_timeout", "sandbox", "system_prompt", "disable_system_prompt", "audit_log", "constrain",
                  "decoder", "server_grammar", "memory", "memory_vector_dir", "recall_k", "recall_chars", "search_min_score", "context7",
-                 "context7_url", "context7_api_key", "context7_chars", "tools")
+                 "context7_url", "context7_api_key", "context7_chars", "tools", "monitor")
 
 
 def build_parser(once: bool = False) -> argparse.ArgumentParser:
@@ -275,6 +277,25 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
 
     dedupe.add_parser(sub, shared)
     collect.add_parser(sub, shared)
+
+    tel = sub.add_parser("telemetry", help="collect events from workers on other machines (--monitor URL)")
+    tsub = tel.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ts = tsub.add_parser(
+        "serve", parents=[shared], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="receive events from workers started with --monitor URL",
+        description="Workers (`assistant --monitor URL ...`) POST their events here; `GET /events?since=SEQ`\n"
+        "returns them (the dashboard reads that). The newest --max-events are kept. TELEMETRY_PASS (the\n"
+        "environment, on both sides) is the password: required unless the server listens on loopback.\n"
+        "A wrong one is answered 401 and logged.",
+        epilog="examples:\n"
+        "  assistant telemetry serve                                   127.0.0.1:7779, this machine only\n"
+        "  TELEMETRY_PASS=... assistant telemetry serve --host 0.0.0.0 other machines too\n"
+        "  TELEMETRY_PASS=... assistant --monitor http://HOST:7779 --once \"...\"   a worker")
+    ts.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    ts.add_argument("--port", type=int, default=7779, help="port (default 7779)")
+    ts.add_argument("--max-events", type=int, default=10_000, metavar="N", help="events kept (default 10000)")
+    ts.add_argument("--max-body-kb", type=int, default=1024, metavar="KB",
+                    help="largest POST accepted (default 1024)")
 
     bench = sub.add_parser("bench", help="benchmarks (figures, not tests)")
     bsub = bench.add_subparsers(dest="action", metavar="ACTION", required=True)

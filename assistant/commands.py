@@ -19,7 +19,7 @@ from assistant.home import home, models_dir, subdir
 def run(args, settings) -> int:
     handler = {"models": models, "audit": audit, "config": config, "doctor": doctor, "bench": bench,
                "repair": repair, "index": index, "search": search, "memory": memory, "dedupe": dedupe,
-               "collect": collect}[args.command]
+               "collect": collect, "telemetry": telemetry}[args.command]
     return handler(args, settings)
 
 
@@ -114,6 +114,14 @@ def dedupe(args, settings) -> int:
     from assistant.plugins.dedupe import dedupe_command
 
     return dedupe_command(args, settings)
+
+
+def telemetry(args, settings) -> int:
+    from assistant.telemetry import serve
+
+    if args.max_events < 1 or args.max_body_kb < 1:
+        raise AssistantError("--max-events and --max-body-kb must be at least 1")
+    return serve(args.host, args.port, max_events=args.max_events, max_body=args.max_body_kb * 1024)
 
 
 def collect(args, settings) -> int:

@@ -38,7 +38,7 @@ from assistant.text import escape_control
 
 log = logging.getLogger("assistant.sandbox")
 
-SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|COOKIE|SESSION|AUTH)", re.I)
+SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASS(W|_|$)|CREDENTIAL|COOKIE|SESSION|AUTH)", re.I)  # TELEMETRY_PASS too
 DEFAULT_OUTPUT_BYTES = 64 * 1024
 LAYERS = ("bwrap", "unshare", "rlimits")
 # What each --sandbox choice accepts, strongest first. `weak` is the only one that may end at rlimits.

@@ -37,6 +37,12 @@ class Session:
         log_path = Path(settings.audit_log) if settings.audit_log else subdir("logs") / f"{self.id}.jsonl"
         self.audit = AuditLog(log_path, self.id)
         self.registry.pm.register(self.audit, name="audit-log")
+        self.monitor = None
+        if settings.monitor:  # before session_start, so the server hears the whole session
+            from assistant.telemetry import monitor_for
+
+            self.monitor = monitor_for(settings, self.id)
+            self.registry.pm.register(self.monitor, name="telemetry")
         self.model = model if model is not None else load_model(settings, self.registry)
         from assistant.memory_bank import workspace_memory_dir
 
@@ -63,5 +69,7 @@ class Session:
 
     def close(self) -> None:
         self.registry.hook.on_event(event=Meta("session_end", {"turns": self.agent.turns}))
+        if self.monitor:
+            self.monitor.close()
         self.sandbox.close()
         self.audit.close()

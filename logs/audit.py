@@ -129,13 +129,20 @@ class AuditLog:
 
     @hookimpl
     def on_event(self, event):
-        if event.kind in SKIPPED_KINDS:
-            return
-        data = event.to_record()
-        kind = data.pop("name") if event.kind == "meta" else event.kind
-        if event.kind == "meta":
-            data = data.get("data", {})
-        self.append(kind, data)
+        recorded = event_record(event)
+        if recorded:
+            self.append(*recorded)
+
+
+def event_record(event) -> tuple[str, dict] | None:
+    """(kind, data) as a record holds an event (a meta event's own name is its kind); None for streamed tokens.
+    The audit log and telemetry (assistant/telemetry.py) both write this."""
+    if event.kind in SKIPPED_KINDS:
+        return None
+    data = event.to_record()
+    if event.kind == "meta":
+        return data.pop("name"), data.get("data", {})
+    return event.kind, data
 
 
 @dataclass

@@ -29,7 +29,7 @@ UID = sandbox.DEFAULT_SANDBOX_UID if os.geteuid() == 0 else os.getuid()
 
 # Environment variables holding keys: none of them may reach a sandboxed command.
 SECRET_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "HF_TOKEN",
-              "ASSISTANT_API_KEY", "DB_PASSWORD")
+              "ASSISTANT_API_KEY", "DB_PASSWORD", "TELEMETRY_PASS", "CONTEXT7_API_KEY")
 
 # (policy, warm): the bubblewrap layer cold and through the warm worker, and the unshare layer.
 MODES = {"bwrap-cold": ("bwrap", False), "bwrap-warm": ("bwrap", True), "unshare-cold": ("unshare", False)}

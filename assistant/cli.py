@@ -294,6 +294,8 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
     ts.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     ts.add_argument("--port", type=int, default=7779, help="port (default 7779)")
     ts.add_argument("--max-events", type=int, default=10_000, metavar="N", help="events kept (default 10000)")
+    ts.add_argument("--max-mb", type=int, default=64, metavar="MB", help="memory the kept events may take "
+                    "(their JSON; default 64)")
     ts.add_argument("--max-body-kb", type=int, default=1024, metavar="KB",
                     help="largest POST accepted (default 1024)")
 

@@ -119,9 +119,10 @@ def dedupe(args, settings) -> int:
 def telemetry(args, settings) -> int:
     from assistant.telemetry import serve
 
-    if args.max_events < 1 or args.max_body_kb < 1:
-        raise AssistantError("--max-events and --max-body-kb must be at least 1")
-    return serve(args.host, args.port, max_events=args.max_events, max_body=args.max_body_kb * 1024)
+    if min(args.max_events, args.max_body_kb, args.max_mb) < 1:
+        raise AssistantError("--max-events, --max-mb and --max-body-kb must be at least 1")
+    return serve(args.host, args.port, max_events=args.max_events, max_bytes=args.max_mb << 20,
+                 max_body=args.max_body_kb * 1024)
 
 
 def collect(args, settings) -> int:

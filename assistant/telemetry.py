@@ -6,7 +6,8 @@
 Records are the audit log's (`{"kind", "data"}` from logs.audit.event_record) plus who sent them (`worker`,
 `session`), when (`ts`) and the server's own sequence number (`seq`), so a reader asks for what came after the
 last one it saw. The server keeps at most --max-events of them (oldest dropped first) and refuses bodies over
---max-body-kb before reading them. TELEMETRY_PASS (environment only: a flag would show in `ps`) is required on
+--max-body-kb before reading them; the kept events are bounded in count and in bytes (--max-mb), and a client
+that goes silent mid-request is cut off after CLIENT_TIMEOUT. TELEMETRY_PASS (environment only: a flag would show in `ps`) is required on
 any address that is not loopback; a wrong one is answered 401 and logged with the caller's address.
 
 A worker never waits on the server: events go to a bounded queue that a thread sends in batches; when the server
@@ -37,7 +38,10 @@ log = logging.getLogger("assistant")
 PASS_ENV = "TELEMETRY_PASS"
 DEFAULT_PORT = 7779
 MAX_EVENTS = 10_000
+MAX_BYTES = 64 << 20  # what the kept events may take in all (their JSON): the ring is bounded in bytes too
 MAX_BODY = 1 << 20  # bytes of one POST
+MAX_WORKERS = 1_000  # workers remembered; the longest silent is forgotten first
+CLIENT_TIMEOUT = 10.0  # seconds a connection may sit silent (a body declared and never sent)
 BATCH = 200  # events per POST from a worker
 QUEUE = 5_000  # events a worker holds while the server is slow
 
@@ -53,20 +57,33 @@ def is_loopback(host: str) -> bool:
 
 
 class Store:
-    """The newest `capacity` records, each numbered; per-worker counts survive the ring's turnover."""
+    """The newest records, at most `capacity` of them and `max_bytes` of their JSON, each numbered; per-worker
+    counts survive the ring's turnover (for the MAX_WORKERS heard from most recently)."""
 
-    def __init__(self, capacity: int = MAX_EVENTS):
-        self.records: deque[dict] = deque(maxlen=capacity)
+    def __init__(self, capacity: int = MAX_EVENTS, max_bytes: int = MAX_BYTES):
+        self.records: deque[dict] = deque()
+        self.sizes: deque[int] = deque()
+        self.capacity, self.max_bytes, self.bytes = capacity, max_bytes, 0
         self.seq = 0
         self.workers: dict[str, dict] = {}
         self.lock = threading.Lock()
 
     def add(self, worker: str, records: list[dict]) -> int:
+        sized = [({**r, "worker": worker}, len(json.dumps(r, default=repr))) for r in records]
         with self.lock:
-            seen = self.workers.setdefault(worker, {"events": 0, "first_seen": time.time()})
-            for record in records:
+            seen = self.workers.pop(worker, None) or {"events": 0, "first_seen": time.time()}
+            self.workers[worker] = seen  # the most recently heard last
+            while len(self.workers) > MAX_WORKERS:
+                del self.workers[next(iter(self.workers))]
+            for record, size in sized:
                 self.seq += 1
-                self.records.append({**record, "worker": worker, "seq": self.seq})
+                record["seq"] = self.seq
+                self.records.append(record)
+                self.sizes.append(size)
+                self.bytes += size
+            while self.records and (len(self.records) > self.capacity or self.bytes > self.max_bytes):
+                self.records.popleft()
+                self.bytes -= self.sizes.popleft()
             seen["events"] += len(records)
             seen["last_seen"] = time.time()
             return self.seq
@@ -80,12 +97,12 @@ class TelemetryServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, host: str, port: int, password: str | None, *, max_events: int = MAX_EVENTS,
-                 max_body: int = MAX_BODY, out=sys.stderr):
+                 max_bytes: int = MAX_BYTES, max_body: int = MAX_BODY, out=sys.stderr):
         if not password and not is_loopback(host):
             raise AssistantError(f"refusing to listen on {host} without {PASS_ENV}: set it (the workers send "
                                  "it too), or listen on 127.0.0.1")
         self.password, self.max_body, self.out = password, max_body, out
-        self.store = Store(max_events)
+        self.store = Store(max_events, max_bytes)
         self.refused = 0
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.address_family = family
@@ -103,6 +120,7 @@ class TelemetryServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     server: TelemetryServer
     protocol_version = "HTTP/1.1"
+    timeout = CLIENT_TIMEOUT  # a silent client frees its thread
 
     def log_message(self, format, *args):  # the server notes what matters itself
         pass
@@ -178,16 +196,17 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, max_events: int = MAX_EVENTS,
-          max_body: int = MAX_BODY, out=sys.stderr) -> int:
+          max_bytes: int = MAX_BYTES, max_body: int = MAX_BODY, out=sys.stderr) -> int:
     """`assistant telemetry serve`: run until Ctrl-C."""
     password = os.environ.get(PASS_ENV) or None
     try:
-        server = TelemetryServer(host, port, password, max_events=max_events, max_body=max_body, out=out)
+        server = TelemetryServer(host, port, password, max_events=max_events, max_bytes=max_bytes,
+                                 max_body=max_body, out=out)
     except OSError as exc:
         raise AssistantError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     guard = "password required" if password else "no password: loopback only"
     server.note(f"telemetry: listening on {server.url} ({guard}); workers: assistant --monitor {server.url} ...; "
-                f"keeping the newest {max_events} events")
+                f"keeping the newest {max_events} events, {max_bytes >> 20} MB at most")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -92,6 +92,29 @@ def test_memory_is_bounded(server):
     assert srv.store.workers["w"]["events"] == 12  # the counts survive the ring's turnover
 
 
+def test_memory_is_bounded_in_bytes_and_workers_too(server, monkeypatch):
+    from assistant import telemetry
+
+    monkeypatch.setattr(telemetry, "MAX_WORKERS", 3)
+    srv = server(None, max_bytes=10_000)
+    for n in range(6):  # about 3 KB each: only the newest three fit
+        post(srv, {"worker": f"w{n}", "records": [{"kind": "k", "n": n, "data": "x" * 3000}]})
+    assert [r["n"] for r in get(srv).json()["records"]] == [3, 4, 5] and srv.store.bytes <= 10_000
+    assert list(srv.store.workers) == ["w3", "w4", "w5"]  # the longest silent forgotten first
+
+
+def test_a_client_that_goes_silent_is_cut_off(server, monkeypatch):
+    from assistant import telemetry
+
+    monkeypatch.setattr(telemetry.Handler, "timeout", 0.5)
+    srv = server(None)
+    with socket.create_connection(srv.server_address[:2], timeout=5) as sock:
+        sock.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")  # and nothing more
+        sock.settimeout(5)
+        assert sock.recv(100) == b""  # closed by the server, not left holding a thread
+    assert post(srv, {"worker": "w", "records": [{"kind": "k"}]}).status_code == 200
+
+
 def test_a_public_address_needs_a_password():
     with pytest.raises(AssistantError, match="refusing to listen on 0.0.0.0 without TELEMETRY_PASS"):
         TelemetryServer("0.0.0.0", 0, None)

@@ -38,11 +38,10 @@ class Session:
         self.audit = AuditLog(log_path, self.id)
         self.registry.pm.register(self.audit, name="audit-log")
         self.monitor = None
-        if settings.monitor:  # before session_start, so the server hears the whole session
-            from assistant.telemetry import monitor_for
+        if settings.monitor:  # a bad URL or password is said before the model loads
+            from assistant.telemetry import check_monitor
 
-            self.monitor = monitor_for(settings, self.id)
-            self.registry.pm.register(self.monitor, name="telemetry")
+            check_monitor(settings)
         self.model = model if model is not None else load_model(settings, self.registry)
         from assistant.memory_bank import workspace_memory_dir
 
@@ -58,6 +57,11 @@ class Session:
             self.memory.start()  # the embedder loads in the background, like the model
         self.agent = Agent(self.model, self.registry, settings, self.context, notes=read_notes(limit=5),
                            memory=self.memory)
+        if settings.monitor:  # last before session_start: the server hears the whole session, and nothing above
+            from assistant.telemetry import monitor_for  # can fail leaving its thread behind
+
+            self.monitor = monitor_for(settings, self.id)
+            self.registry.pm.register(self.monitor, name="telemetry")
         self.registry.hook.on_event(event=Meta("session_start", {
             "model": settings.model, "workspace": str(self.workspace.root),
             "tools": sorted(self.registry.tools), "interactive": interactive,

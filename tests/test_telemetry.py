@@ -6,6 +6,7 @@ import io
 import json
 import socket
 import threading
+import time
 
 import httpx
 import pytest
@@ -53,7 +54,10 @@ def test_authorised_events_arrive_and_are_read_back_in_order(server):
     assert [(r["seq"], r["worker"], r["kind"]) for r in body["records"]] == [
         (1, "w1", "user"), (2, "w1", "answer"), (3, "w2", "tool_call")]
     assert [r["seq"] for r in get(srv, 2, "s3cret").json()["records"]] == [3]
-    assert body["workers"]["w1"]["events"] == 2 and body["seq"] == 3
+    assert body["workers"]["w1"]["events"] == 2 and body["seq"] == 3 and body["next"] == 3
+    page = httpx.get(srv.url + "/events?since=0&limit=2", headers={"Authorization": "Bearer s3cret"}).json()
+    assert [r["seq"] for r in page["records"]] == [1, 2] and page["next"] == 2  # resume there, skip nothing
+    assert get(srv, 3, "s3cret").json()["next"] == 3
 
 
 def test_a_wrong_or_missing_password_is_refused_and_logged(server):
@@ -71,14 +75,17 @@ def test_oversized_and_malformed_bodies_are_refused(server):
     srv = server("pw", max_body=2048)
     big = {"worker": "w", "records": [{"kind": "x", "data": "a" * 4096}]}
     assert post(srv, big, "pw").status_code == 413
-    assert "413 from 127.0.0.1" in srv.out.getvalue()
+    assert "413 POST /events from 127.0.0.1: 4" in srv.out.getvalue()
     # a declared length over the limit is refused before the body is read: no need to send it
     with socket.create_connection(srv.server_address[:2], timeout=5) as sock:
         sock.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer pw\r\n"
                      b"Content-Length: 99999999\r\n\r\n{}")
         assert sock.recv(200).startswith(b"HTTP/1.1 413")
-    assert httpx.post(srv.url + "/events", content=b"not json", headers={"Authorization": "Bearer pw"},
-                      timeout=5).status_code == 400
+    assert httpx.post(srv.url + "/events", content=b"not json", timeout=5,
+                      headers={"Authorization": "Bearer pw", "Content-Type": "application/json"}).status_code == 400
+    assert httpx.post(srv.url + "/events", content=b"{}", headers={"Authorization": "Bearer pw"},
+                      timeout=5).status_code == 415  # a browser's text/plain POST, say
+    assert post(srv, {"worker": "w", "records": [{}] * 1001}, "pw").status_code == 413
     assert post(srv, {"worker": "w", "records": "nope"}, "pw").status_code == 400
     assert srv.store.seq == 0
 
@@ -109,10 +116,93 @@ def test_a_client_that_goes_silent_is_cut_off(server, monkeypatch):
     monkeypatch.setattr(telemetry.Handler, "timeout", 0.5)
     srv = server(None)
     with socket.create_connection(srv.server_address[:2], timeout=5) as sock:
-        sock.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")  # and nothing more
+        sock.sendall(b"POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{")  # and no more
         sock.settimeout(5)
         assert sock.recv(100) == b""  # closed by the server, not left holding a thread
     assert post(srv, {"worker": "w", "records": [{"kind": "k"}]}).status_code == 200
+
+
+def test_without_a_password_only_loopback_hosts_are_answered(server):
+    """A web page can reach 127.0.0.1 through a name it rebinds: its Host gives it away."""
+    srv = server(None)
+    post(srv, {"worker": "w", "records": [{"kind": "secret prompt"}]})
+    rebound = httpx.get(srv.url + "/events", headers={"Host": "rebind.evil.example"}, timeout=5)
+    assert rebound.status_code == 403 and "secret" not in rebound.text
+    assert httpx.get(srv.url + "/events", headers={"Host": "localhost:7779"}, timeout=5).status_code == 200
+    assert httpx.get(srv.url + "/events", headers={"Host": "[::1]:7779"}, timeout=5).status_code == 200
+
+
+def test_notes_escape_what_clients_send(server):
+    srv = server("pw")
+    with socket.create_connection(srv.server_address[:2], timeout=5) as sock:
+        sock.sendall(b"GET /events?\x1b[2J\x1b[31mFAKE HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 401")
+    notes = srv.out.getvalue()
+    assert "\x1b" not in notes and "\\x1b[2J" in notes
+
+
+def test_too_many_connections_are_closed_not_queued(server, monkeypatch):
+    from assistant import telemetry
+
+    monkeypatch.setattr(telemetry, "MAX_CONNECTIONS", 2)
+    srv = server(None)
+    idle = [socket.create_connection(srv.server_address[:2], timeout=5) for _ in range(2)]
+    try:
+        time.sleep(0.3)
+        with socket.create_connection(srv.server_address[:2], timeout=5) as third:
+            third.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert third.recv(100) == b""
+        deadline = time.monotonic() + 2
+        while "2 already open" not in srv.out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "2 already open" in srv.out.getvalue()
+    finally:
+        for sock in idle:
+            sock.close()
+    time.sleep(0.3)
+    assert httpx.get(srv.url + "/health", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("password", ["pw ", "p\u00e4ss", "two\nlines"])
+def test_a_password_that_cannot_travel_in_a_header_is_a_clear_error(make_session, monkeypatch, password):
+    monkeypatch.setenv("TELEMETRY_PASS", password)
+    with pytest.raises(AssistantError, match="printable ASCII"):
+        make_session([], monitor="http://127.0.0.1:1")
+    with pytest.raises(AssistantError, match="printable ASCII"):
+        TelemetryServer("127.0.0.1", 0, password)
+
+
+def test_big_events_are_split_into_bodies_the_server_takes(server, make_session, monkeypatch):
+    srv = server(None)
+    monkeypatch.delenv("TELEMETRY_PASS", raising=False)
+    # 30 calls of 40 KB: 1.2 MB, over the server's 1 MiB body limit if sent as one batch
+    session = make_session([call("write_file", path=f"f{i}.txt", content="x" * 40_000) for i in range(30)]
+                           + ["Done."], monitor=srv.url, approval="auto", max_steps=40, max_actions_per_turn=40)
+    list(session.agent.run_turn("write them"))
+    session.close()
+    kinds = [r["kind"] for r in httpx.get(srv.url + "/events?limit=10000", timeout=5).json()["records"]]
+    assert kinds.count("tool_call") == 30 and kinds[-1] == "session_end" and session.monitor.dropped == 0
+    huge = json.loads(session.monitor._encoded({"kind": "tool_call", "data": {"content": "y" * (1 << 20)}}))
+    assert huge["kind"] == "tool_call" and huge["data"]["truncated"] and huge["data"]["bytes"] > 1 << 20
+
+
+def test_a_hung_server_does_not_hold_the_session(make_session, monkeypatch):
+    """A server that accepts and never answers: the turn runs at its own pace, and close waits at most 3 s."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    monkeypatch.delenv("TELEMETRY_PASS", raising=False)
+    try:
+        session = make_session(["Fine."], monitor=f"http://127.0.0.1:{listener.getsockname()[1]}")
+        start = time.monotonic()
+        assert list(session.agent.run_turn("hello"))[-1].text == "Fine."
+        assert time.monotonic() - start < 1.0
+        start = time.monotonic()
+        session.close()
+        assert time.monotonic() - start < 3.5
+    finally:
+        listener.close()
 
 
 def test_a_public_address_needs_a_password():
@@ -152,7 +242,7 @@ def test_a_worker_never_waits_on_a_refusing_server(server, make_session, monkeyp
     events = list(session.agent.run_turn("hello"))
     assert events[-1].text == "Fine."
     session.close()
-    assert srv.store.seq == 0 and srv.refused >= 1 and session.monitor.dropped >= 3
+    assert srv.store.seq == 0 and srv.refused >= 1 and session.monitor.dropped >= 1
     assert len(said) == 1 and "telemetry: cannot send to" in said[0] and "HTTP 401" in said[0]  # said once
 
 

@@ -248,8 +248,41 @@ def bench_dedupe(*, docs: int = 50_000, plant: float = 0.05, sample: int | None 
     path = subdir("runs") / "bench-dedupe" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=1) + "\n")
-    say(f"\nresults: {path}\ncommand: {command}")
+    chart(path.with_suffix(".png"), summary)
+    say(f"\nresults: {path} (chart: {path.with_suffix('.png').name})\ncommand: {command}")
     return 0
+
+
+def chart(path: Path, summary: dict) -> None:
+    """Throughput (log scale) and F1 of each implementation, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = summary["runs"]
+    names = list(runs)
+    fig, (speed, f1) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+    colors = ["#1f77b4", "#6baed6", "#9e9e9e"][: len(names)]
+    speed.bar(names, [runs[n]["docs_per_second"] for n in names], color=colors)
+    speed.set_yscale("log")
+    speed.set_ylim(bottom=100)
+    speed.set_ylabel("documents / s (log)")
+    for i, n in enumerate(names):
+        speed.text(i, runs[n]["docs_per_second"], f"{runs[n]['docs_per_second']:,.0f}", ha="center",
+                   va="bottom", fontsize=8)
+    f1.bar(names, [runs[n]["f1"] for n in names], color=colors)
+    f1.set_ylim(0, 1.1)
+    f1.set_ylabel("F1 against exact Jaccard")
+    for i, n in enumerate(names):
+        f1.text(i, runs[n]["f1"] + 0.02, f"{runs[n]['f1']:.4f}", ha="center", fontsize=8)
+    for ax in (speed, f1):
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(f"dedupe: {summary['docs']:,} documents, threshold {summary['threshold']}, "
+                 f"{summary['num_perm']} permutations", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _version() -> str:

@@ -238,3 +238,13 @@ def test_the_slash_command(make_session, workspace):
     assert "kept 2 of 3 documents: 1 exact" in text and (workspace / "out.jsonl").read_text().count("\n") == 2
     assert "usage: /dedupe" in command("d.jsonl", session)  # OUT missing
     assert "usage: /dedupe" in command("d.jsonl o.jsonl --threshold many", session)
+
+
+def test_the_benchmark_chart(tmp_path):
+    from assistant.bench_dedupe import chart
+
+    summary = {"docs": 100, "threshold": 0.7, "num_perm": 256, "runs": {
+        "libcore (2 threads)": {"docs_per_second": 80_000.0, "f1": 0.94},
+        "datasketch": {"docs_per_second": 950.0, "f1": 0.93}}}
+    chart(tmp_path / "c.png", summary)
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

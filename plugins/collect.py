@@ -155,10 +155,10 @@ def first_known(*guesses) -> str:
 
 
 def read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
+    """A licence or metadata file's text ("" when unreadable or binary): the index's reader, imported on use."""
+    from assistant.memory_bank.chunking import read_text as read
+
+    return read(path) or ""
 
 
 def folder_licence(root: Path) -> str:

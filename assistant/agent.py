@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections import Counter
@@ -36,6 +37,15 @@ def cut_loop(text: str, times: int = 10) -> str | None:
     return "\n".join(lines[: first + 1] + [REPEAT_NOTE])
 
 
+def resident_bytes() -> int | None:
+    """This process's resident set size (Linux /proc; None elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def summarize(text: str, limit: int) -> str:
     """Head and tail of a long observation, with a marker saying how much the model does not see."""
     if limit <= 0 or len(text) <= limit:
@@ -54,6 +64,7 @@ class Agent:
         self.context = context
         self.notes = list(notes)
         self.memory = memory  # assistant.memory_bank.memory.Memory, or None (--no-memory)
+        context.emit = self._emit  # tools may record what they found (the repair tool's verdict)
         self.reset()
 
     def reset(self) -> None:
@@ -73,6 +84,30 @@ class Agent:
         return event
 
     def run_turn(self, text: str) -> Iterator[Event]:
+        try:
+            yield from self._turn(text)
+        finally:  # for watchers (the dashboard): what the session holds after each turn, however it ended
+            self._emit_resources()
+
+    def resources(self) -> dict:
+        """The process's resident memory, the model, the memory bank's size and the sandbox layer; never waits."""
+        describe = getattr(self.model, "describe", None)
+        data = {"rss_bytes": resident_bytes(), "model": describe() if describe else {"name": getattr(self.model, "name", "")}}
+        if self.memory is not None:
+            data["memory"] = self.memory.describe()
+        box = self.context.sandbox
+        if box is not None:
+            data["sandbox"] = {"policy": box.policy, "layer": box.chosen_layer}
+        return data
+
+    def _emit_resources(self) -> None:
+        try:
+            data = self.resources()
+        except Exception as exc:  # noqa: BLE001 - a gauge must never end a turn
+            data = {"error": f"{type(exc).__name__}: {exc}"}
+        self.registry.hook.on_event(event=Meta("resources", data))
+
+    def _turn(self, text: str) -> Iterator[Event]:
         text = clean_text(text)
         self.turns += 1
         yield self._emit(Meta("user", {"text": text, "turn": self.turns}))

@@ -278,6 +278,28 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
     dedupe.add_parser(sub, shared)
     collect.add_parser(sub, shared)
 
+    dash = sub.add_parser(
+        "dashboard", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="watch sessions live: turns, tool stats, tokens/s, resources, pass rates, errors (Textual)",
+        description="A terminal dashboard that follows the audit logs as sessions write them (this machine's, by\n"
+        "default), or the events a telemetry server collects from workers (--source). Panels: sessions, the\n"
+        "current turn with the reply as it streams, per-tool calls/success/mean/p95, tokens/s, model and memory\n"
+        "size, sandbox layer, repair and benchmark pass rates, training loss, errors.\n\n"
+        "keys: Enter on a session shows it (f follows the newest again); Enter on a turn's record or an error\n"
+        "shows it whole; / filters (words, kind:K, tool:NAME, session:ID, worker:W; Esc clears); a shows all\n"
+        "turns; p pauses the drawing; r rereads the run folders; q quits.",
+        epilog="examples:\n"
+        "  assistant dashboard                                  this machine's sessions (<home>/logs)\n"
+        "  assistant dashboard --logs ./audit.jsonl             one log file (--audit-log of a session)\n"
+        "  TELEMETRY_PASS=... assistant dashboard --source http://HOST:7779   workers on other machines")
+    dash.add_argument("--source", metavar="URL", help="a telemetry server (`assistant telemetry serve`) to poll "
+                      "instead of the local logs; TELEMETRY_PASS is sent as its password")
+    dash.add_argument("--logs", metavar="PATH", help="a folder of audit logs or one log file (default <home>/logs)")
+    dash.add_argument("--runs", metavar="DIR", help="benchmark and training run folders (default <home>/runs; "
+                      "not read with --source unless given)")
+    dash.add_argument("--interval", type=float, default=0.25, metavar="S",
+                      help="seconds between reads of the source (default 0.25)")
+
     tel = sub.add_parser("telemetry", help="collect events from workers on other machines (--monitor URL)")
     tsub = tel.add_subparsers(dest="action", metavar="ACTION", required=True)
     ts = tsub.add_parser(

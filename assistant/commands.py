@@ -1,5 +1,5 @@
-"""The subcommands: models, audit, config, doctor, bench, index, search, memory, dedupe and collect (the REPL's slash
-commands call the same functions)."""
+"""The subcommands: models, audit, config, doctor, bench, index, search, memory, dedupe, collect, telemetry and
+dashboard (the REPL's slash commands call the same functions)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from assistant.home import home, models_dir, subdir
 def run(args, settings) -> int:
     handler = {"models": models, "audit": audit, "config": config, "doctor": doctor, "bench": bench,
                "repair": repair, "index": index, "search": search, "memory": memory, "dedupe": dedupe,
-               "collect": collect, "telemetry": telemetry}[args.command]
+               "collect": collect, "telemetry": telemetry, "dashboard": dashboard}[args.command]
     return handler(args, settings)
 
 
@@ -123,6 +123,22 @@ def telemetry(args, settings) -> int:
         raise AssistantError("--max-events, --max-mb and --max-body-kb must be at least 1")
     return serve(args.host, args.port, max_events=args.max_events, max_bytes=args.max_mb << 20,
                  max_body=args.max_body_kb * 1024)
+
+
+def dashboard(args, settings) -> int:
+    from assistant.tui.sources import LogFollower, RemoteFeed
+
+    if not 0.05 <= args.interval <= 60:
+        raise AssistantError("--interval must be between 0.05 and 60 seconds")
+    if args.source and args.logs:
+        raise AssistantError("--source and --logs are two different sources: give one")
+    source = RemoteFeed(args.source) if args.source else LogFollower(args.logs or subdir("logs"))
+    runs = Path(args.runs).expanduser() if args.runs else None if args.source else subdir("runs")
+    if not sys.stdout.isatty():
+        raise AssistantError("the dashboard needs a terminal (stdout is not one)")
+    from assistant.tui.app import run_dashboard
+
+    return run_dashboard(source, runs, args.interval)
 
 
 def collect(args, settings) -> int:

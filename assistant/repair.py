@@ -577,6 +577,14 @@ def solve(model, box, request: Request, config: RepairConfig, *, log: Callable[[
     return RepairLoop(model, config, tester, log=log).run(spec)
 
 
+def outcome_record(outcome: Outcome) -> dict:
+    """The loop's result as the audit log records it (a "repair" record; the dashboard's pass rate)."""
+    r = outcome.best.report
+    return {"fn": outcome.spec.fn, "passed": outcome.passed, "stopped": outcome.stopped,
+            "examples_passed": r.passed if r else 0, "examples_total": r.total if r else 0,
+            "candidates": len(outcome.attempts), "tokens": outcome.tokens, "seconds": round(outcome.seconds, 2)}
+
+
 def verdict(outcome: Outcome) -> str:
     """One line on how the result stands against its examples."""
     r = outcome.best.report

@@ -633,6 +633,11 @@ class Sandbox:
         return Probe(layer, False, detail[-1] if detail else f"exit status {result.returncode}")
 
     @property
+    def chosen_layer(self) -> str | None:
+        """The layer once one was chosen (by the first command), else None; never probes."""
+        return self._layer
+
+    @property
     def layer(self) -> str:
         """The strongest layer the policy accepts that works here; SandboxError (naming the fix) if none."""
         with self._lock:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 import time
 from pathlib import Path
 from typing import Callable
@@ -37,6 +39,10 @@ class Session:
         log_path = Path(settings.audit_log) if settings.audit_log else subdir("logs") / f"{self.id}.jsonl"
         self.audit = AuditLog(log_path, self.id)
         self.registry.pm.register(self.audit, name="audit-log")
+        from assistant.logs.live import LiveStream
+
+        self.live = LiveStream(self.audit.path)  # streamed text for the dashboard
+        self.registry.pm.register(self.live, name="live-stream")
         self.monitor = None
         if settings.monitor:  # a bad URL or password is said before the model loads
             from assistant.telemetry import check_monitor
@@ -45,9 +51,9 @@ class Session:
         self.model = model if model is not None else load_model(settings, self.registry)
         from assistant.memory_bank import workspace_memory_dir
 
-        # The audit log (when kept in the workspace) and the workspace's memory are out of commands' sight.
+        # The audit log and its live stream (when kept in the workspace) and the workspace's memory are out of commands' sight.
         self.sandbox = Sandbox(self.workspace.root, settings.sandbox, settings.sandbox_uid,
-                               hidden=(self.audit.path, workspace_memory_dir(self.workspace.root)))
+                               hidden=(self.audit.path, self.live.path, workspace_memory_dir(self.workspace.root)))
         self.context = ToolContext(self.workspace, settings, self.undo, self.id, ask, self.sandbox, self.model)
         self.memory = None
         if settings.memory:
@@ -65,6 +71,7 @@ class Session:
         self.registry.hook.on_event(event=Meta("session_start", {
             "model": settings.model, "workspace": str(self.workspace.root),
             "tools": sorted(self.registry.tools), "interactive": interactive,
+            "pid": os.getpid(), "host": socket.gethostname(),  # the dashboard tells a live session from a crashed one
         }))
 
     @property
@@ -76,4 +83,5 @@ class Session:
         if self.monitor:
             self.monitor.close()
         self.sandbox.close()
+        self.live.close()
         self.audit.close()

@@ -120,6 +120,7 @@ class ToolContext:
     ask: Callable[[str], bool] | None = None  # asks the user a yes/no question (None: nobody to ask)
     sandbox: Any = None  # assistant.sandbox.Sandbox of the workspace (None: the shared one for its folder)
     model: Any = None  # the session's model, for tools that generate (repair)
+    emit: Callable[[Any], Any] | None = None  # records an event (assistant.events) in the audit log
 
 
 def select_tools(tools: dict[str, Tool], spec: str) -> dict[str, Tool]:

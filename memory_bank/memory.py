@@ -109,6 +109,15 @@ class Memory:
             self._error, self._failed = None, True
         return not self._failed
 
+    def describe(self) -> dict:
+        """Its size for the dashboard, without waiting for start-up."""
+        if not self._ready.is_set():
+            return {"state": "loading"}
+        if self._failed or self._error or self._stores is None:
+            return {"state": "off"}
+        g, w = len(self._stores[0]), len(self._stores[1])
+        return {"state": "ready", "items": g + w, "global": g, "workspace": w}
+
     def sync_notes(self) -> tuple[int, int]:
         """Make the global store's notes match the notes file; returns (added, removed)."""
         lines = notes.read_notes()

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from assistant.errors import ToolError
+from assistant.events import Meta
 from assistant.hookspecs import hookimpl
-from assistant.repair import RepairConfig, RepairError, Request, render, solve, verdict
+from assistant.repair import RepairConfig, RepairError, Request, outcome_record, render, solve, verdict
 from assistant.tools import requires_approval
 
 
@@ -38,6 +39,8 @@ def repair(task: str, fn: str = "", signature: str = "", doctests: list[str] | N
         outcome = solve(model, _box(context), request, config)
     except RepairError as exc:
         raise ToolError(str(exc)) from None
+    if context.emit is not None:
+        context.emit(Meta("repair", outcome_record(outcome)))
     return render(outcome.best.code, outcome.spec, mode="imports") + "\n# " + verdict(outcome)
 
 
@@ -55,6 +58,7 @@ def repair_command(args: str, session) -> str:
                         log=lambda line: print(f"  · {line}", flush=True))
     except RepairError as exc:
         return f"error: {exc}"
+    session.registry.hook.on_event(event=Meta("repair", outcome_record(outcome)))
     lines.insert(0, render(outcome.best.code, outcome.spec, mode="imports").rstrip())
     lines.append(verdict(outcome))
     return "\n".join(lines)

@@ -169,7 +169,7 @@ def test_ctrl_c_in_the_consumer_closes_the_turn(make_session):
         if isinstance(event, ToolCall):
             break
     gen.close()  # what the REPL does on KeyboardInterrupt
-    assert [r["kind"] for r in read_records(s.audit.path)][-1] == "interrupted"
+    assert [r["kind"] for r in read_records(s.audit.path)][-2:] == ["interrupted", "resources"]
 
 
 def test_audit_log_records_the_whole_turn(make_session):
@@ -178,10 +178,10 @@ def test_audit_log_records_the_whole_turn(make_session):
     s.close()
     recs = list(read_records(s.audit.path))
     assert [r["kind"] for r in recs] == ["session_start", "user", "model_output", "tool_call", "observation",
-                                        "model_output", "answer", "session_end"]
+                                        "model_output", "answer", "resources", "session_end"]
     assert recs[1]["data"]["text"] == "what is here?"
     assert json.loads(recs[2]["data"]["text"])["tool_calls"][0]["name"] == "list_files"
-    assert verify(s.audit.path) == (8, None)
+    assert verify(s.audit.path) == (9, None)
 
 
 def test_generation_stops_after_the_first_complete_call(make_session):

@@ -140,6 +140,17 @@ class LazyModel:
     def last_usage(self) -> Usage | None:
         return getattr(self._model, "last_usage", None)
 
+    def describe(self) -> dict[str, Any]:
+        """What the dashboard shows of the model (never waits for it): name, state, load time, and what the
+        backend says of itself (its describe(), when it has one: parameters, weight bytes, device...)."""
+        data: dict[str, Any] = {"name": self.name, "state": self.state}
+        if self.load_seconds is not None:
+            data["load_seconds"] = round(self.load_seconds, 2)
+        inner = getattr(self._model, "describe", None) if self._ready.is_set() else None
+        if inner is not None:
+            data.update(inner())
+        return data
+
     def stream(self, messages, **kwargs) -> Iterator[str]:
         return self.wait().stream(messages, **kwargs)
 

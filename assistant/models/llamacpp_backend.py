@@ -34,6 +34,7 @@ class LlamaCppModel:
         if path.suffix != ".gguf":
             raise ModelError(f"llamacpp: {source} is not a .gguf file")
         self.name = path.name
+        self.path = path
         self.context_window = int(settings.context_window or 4096)
         try:
             self.llm = Llama(model_path=str(path), n_ctx=self.context_window, n_threads=os.cpu_count() or 1,
@@ -43,6 +44,9 @@ class LlamaCppModel:
         self.last_usage: Usage | None = None
         self._grammars: dict[str, Any] = {}  # by GBNF text
         self._lock = threading.Lock()
+
+    def describe(self) -> dict:
+        return {"backend": "llama.cpp", "weights_bytes": self.path.stat().st_size, "context_window": self.context_window}
 
     def _grammar(self, grammar: Any) -> Any:
         from llama_cpp import LlamaGrammar

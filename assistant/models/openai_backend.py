@@ -32,6 +32,9 @@ class OpenAIModel:
         self.name = f"{self.model_name} @ {self.base_url}"
         self._grammar_mode = None if grammar_mode == "auto" else grammar_mode
 
+    def describe(self) -> dict:
+        return {"backend": "openai-compatible", "url": self.base_url, "context_window": self.context_window}
+
     @property
     def grammar_mode(self) -> str:
         """How this server is asked to follow the tool grammar: gbnf (llama.cpp server's `grammar`), vllm

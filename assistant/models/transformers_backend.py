@@ -190,6 +190,17 @@ class TransformersModel:
 
     supports_grammar = True
 
+    def describe(self) -> dict[str, Any]:
+        if getattr(self, "_described", None) is None:
+            params = list(self.model.parameters())
+            self._described = {
+                "backend": "transformers", "parameters": sum(p.numel() for p in params),
+                "weights_bytes": sum(p.numel() * p.element_size() for p in params),
+                "dtype": str(self.model.dtype).removeprefix("torch."), "device": str(self.model.device),
+                "decoding": self.decoding, "context_window": self.context_window,
+            }
+        return dict(self._described)
+
     def _eos_ids(self) -> set[int]:
         ids = {self.tokenizer.eos_token_id}
         configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)

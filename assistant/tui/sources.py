@@ -1,0 +1,310 @@
+"""Where the dashboard's records come from: the audit logs on this machine (followed as they are written), or a
+telemetry server (`assistant telemetry serve`, polled); and the run folders (benchmarks, training) under the
+home. Each `poll()` does blocking I/O and is called from a worker thread, never from the app's event loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from assistant.errors import AssistantError
+from assistant.tui.board import Bench, TrainRun
+
+RECENT_FILES = 50  # logs read at start (the newest by change time); later ones are followed as they appear
+TAIL_BYTES = 4 << 20  # of an old log read at start: its newest records
+READ_CHUNK = 8 << 20  # read per file per poll, so one huge file cannot stall the others
+
+
+class SourceError(AssistantError):
+    pass
+
+
+@dataclass
+class Polled:
+    records: list[dict] = field(default_factory=list)
+    streams: list[tuple[tuple[str, str], str, bool]] = field(default_factory=list)  # (session key, text, ended)
+    workers: dict | None = None
+    note: str = ""  # something to say in the status line (bad lines, a server that went away)
+
+
+@dataclass
+class _Tail:
+    """A file read up to `offset`; `partial` is a line not finished yet."""
+
+    offset: int = 0
+    inode: int = 0
+    partial: bytes = b""
+    session: str = ""  # the session its records name (for the .live file beside it)
+
+    def read(self, path: Path, *, start_tail: int | None = None) -> list[bytes]:
+        """The complete lines appended since the last read ([] when none or when the file is gone)."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return []
+        try:
+            st = os.fstat(fd)
+            if st.st_ino != self.inode or st.st_size < self.offset:  # replaced or cut: read it again from the top
+                self.inode, self.offset, self.partial = st.st_ino, 0, b""
+                if start_tail is not None and st.st_size > start_tail:
+                    self.offset = st.st_size - start_tail
+                    self.partial = None  # the first line read is a piece of one: drop it
+            if st.st_size == self.offset:
+                return []
+            data = os.pread(fd, min(st.st_size - self.offset, READ_CHUNK), self.offset)
+        finally:
+            os.close(fd)
+        self.offset += len(data)
+        if self.partial is None:
+            cut = data.find(b"\n")
+            data, self.partial = (data[cut + 1:], b"") if cut >= 0 else (b"", None)
+        data = self.partial + data
+        lines = data.split(b"\n")
+        self.partial = lines.pop()
+        return [line for line in lines if line.strip()]
+
+
+class LogFollower:
+    """Follows the audit logs of a folder (default <home>/logs), or one log file: new records and new files as
+    they appear, a line only once it is complete. The `.live` file beside a log carries its streamed text."""
+
+    def __init__(self, target: str | os.PathLike, *, recent: int = RECENT_FILES, tail_bytes: int = TAIL_BYTES):
+        self.target = Path(target).expanduser()
+        if not self.target.exists():
+            raise SourceError(f"{self.target} does not exist (the audit logs are in <home>/logs; pass --logs)")
+        self.recent, self.tail_bytes = recent, tail_bytes
+        self.logs: dict[Path, _Tail] = {}
+        self.lives: dict[Path, _Tail] = {}
+        self.started = False
+        self.bad_lines = 0
+
+    @property
+    def description(self) -> str:
+        return f"following {self.target}"
+
+    def _files(self) -> list[Path]:
+        if self.target.is_file():
+            return [self.target]
+        try:
+            found = [p for p in self.target.iterdir() if p.suffix == ".jsonl" and p.is_file()]
+        except OSError as exc:
+            raise SourceError(f"cannot list {self.target}: {exc.strerror}") from None
+        if not self.started:
+            found = sorted(found, key=_mtime)[-self.recent:]
+        return found
+
+    def poll(self) -> Polled:
+        out = Polled()
+        first = not self.started
+        for path in self._files():
+            tail = self.logs.get(path)
+            if tail is None:
+                tail = self.logs[path] = _Tail()
+            for line in tail.read(path, start_tail=self.tail_bytes if first else None):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    self.bad_lines += 1
+                    continue
+                if isinstance(record, dict):
+                    out.records.append(record)
+                    tail.session = str(record.get("session") or tail.session)
+            self._stream(path, tail, out, first)
+        self.started = True
+        out.records.sort(key=lambda r: r.get("ts") if isinstance(r.get("ts"), (int, float)) else 0)
+        if self.bad_lines:
+            out.note = f"{self.bad_lines} lines that are not JSON skipped"
+        return out
+
+    def _stream(self, log: Path, tail: _Tail, out: Polled, first: bool) -> None:
+        if not tail.session:  # no record names the session yet: read its stream once one does
+            return
+        live = log.with_suffix(".live")
+        state = self.lives.get(live)
+        if state is None:
+            if not live.exists():
+                return
+            state = self.lives[live] = _Tail()
+        text: list[str] = []
+        key = ("", tail.session)
+        for line in state.read(live, start_tail=64 << 10 if first else None):
+            try:
+                piece = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(piece, dict):
+                continue
+            if piece.get("end"):
+                out.streams.append((key, "".join(text), True))
+                text = []
+            elif isinstance(piece.get("t"), str):
+                text.append(piece["t"])
+        if text:
+            out.streams.append((key, "".join(text), False))
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+class RemoteFeed:
+    """Polls a telemetry server's GET /events?since=N. TELEMETRY_PASS, when set, is sent as the bearer token."""
+
+    def __init__(self, url: str, password: str | None = None, *, timeout: float = 5.0):
+        import httpx
+
+        from assistant.telemetry import PASS_ENV, check_password
+
+        url = url.rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise SourceError(f"--source must be an http:// or https:// URL, not {url!r}")
+        password = password if password is not None else os.environ.get(PASS_ENV) or None
+        if password:
+            check_password(password)
+        self.url = url
+        headers = {"Authorization": f"Bearer {password}"} if password else {}
+        self.client = httpx.Client(headers=headers, timeout=timeout)
+        self.since = 0
+
+    @property
+    def description(self) -> str:
+        return f"polling {self.url}"
+
+    def poll(self) -> Polled:
+        import httpx
+
+        try:
+            reply = self.client.get(self.url + "/events", params={"since": self.since, "limit": 2000})
+        except httpx.HTTPError as exc:
+            raise SourceError(f"cannot reach {self.url}: {exc}") from None
+        if reply.status_code == 401:
+            raise SourceError(f"{self.url} refused the password (set TELEMETRY_PASS to the server's)")
+        if reply.status_code != 200:
+            raise SourceError(f"{self.url} answered {reply.status_code}")
+        try:
+            body = reply.json()
+            records, following, newest = body["records"], int(body["next"]), int(body["seq"])
+        except (ValueError, KeyError, TypeError):
+            raise SourceError(f"{self.url} did not answer as a telemetry server does") from None
+        note = ""
+        if newest < self.since:  # the server restarted: its numbers began again
+            self.since, note = 0, "the server restarted; reading from its start"
+        else:
+            self.since = following
+        return Polled([r for r in records if isinstance(r, dict)], workers=body.get("workers"), note=note)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# --- run folders: benchmarks and training -----------------------------------------------------------------
+
+def _json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _newest(paths) -> list[Path]:
+    return sorted(paths, key=_mtime)
+
+
+def read_runs(root: Path) -> tuple[list[Bench], list[TrainRun]]:
+    """The newest figures of each benchmark under <home>/runs, with their history, and the training runs.
+    Unreadable or half-written files are skipped: the next poll sees them whole."""
+    benches: list[Bench] = []
+    humaneval: dict[str, list[tuple[float, dict]]] = {}
+    for path in _newest(root.glob("humaneval/*/summary.json")):
+        data = _json(path)
+        if data and data.get("done"):
+            humaneval.setdefault("HumanEval (leaky)" if data.get("leaky") else "HumanEval", []).append(
+                (_mtime(path), data))
+    for name, runs in humaneval.items():
+        ts, last = runs[-1]
+        benches.append(Bench(f"{name} raw", last.get("raw", 0) / last["done"], f"{last.get('raw', 0)}/{last['done']}",
+                             ts, [r.get("raw", 0) / r["done"] for _, r in runs]))
+        benches.append(Bench(f"{name} agent", last.get("agent", 0) / last["done"],
+                             f"{last.get('agent', 0)}/{last['done']}", ts, [r.get("agent", 0) / r["done"] for _, r in runs]))
+    suites = [(p, _json(p)) for p in _newest(root.glob("repair-suite/*.json"))]
+    suites = [(p, d) for p, d in suites if d and d.get("total")]
+    if suites:
+        path, last = suites[-1]
+        benches.append(Bench("repair suite (hidden)", last.get("passed", 0) / last["total"],
+                             f"{last.get('passed', 0)}/{last['total']}", _mtime(path),
+                             [d.get("passed", 0) / d["total"] for _, d in suites]))
+    tools = [(p, _json(p)) for p in _newest(root.glob("bench-tools/*.json"))]
+    tools = [(p, d) for p, d in tools if d and isinstance(d.get("results"), dict)]
+    if tools:
+        path, last = tools[-1]
+        for mode, items in last["results"].items():
+            if isinstance(items, list) and items:
+                right = sum(bool(i.get("right")) for i in items if isinstance(i, dict))
+                benches.append(Bench(f"tool choice ({mode})", right / len(items), f"{right}/{len(items)}", _mtime(path)))
+    dedupe = [(p, _json(p)) for p in _newest(root.glob("bench-dedupe/*.json"))]
+    dedupe = [(p, d) for p, d in dedupe if d and isinstance(d.get("runs"), dict)]
+    if dedupe:
+        path, last = dedupe[-1]
+        for name, run in last["runs"].items():
+            if isinstance(run, dict) and "f1" in run and name.startswith("libcore"):
+                benches.append(Bench("dedupe F1 (libcore)", float(run["f1"]), f"{run['f1']:.3f}", _mtime(path)))
+                break
+    return benches, read_train(root / "train")
+
+
+def read_train(folder: Path) -> list[TrainRun]:
+    """Training runs: <folder>/<run>/metrics.jsonl, a line per logged step: {"step", "loss"[, "eval_loss"]}."""
+    runs = []
+    for path in _newest(folder.glob("*/metrics.jsonl")):
+        run = TrainRun(path.parent.name, ts=_mtime(path))
+        try:
+            lines = path.read_bytes().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            try:
+                point = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(point, dict) and isinstance(point.get("loss"), (int, float)) \
+                    and isinstance(point.get("step"), (int, float)):
+                run.steps.append(point["step"])
+                run.loss.append(point["loss"])
+                if isinstance(point.get("eval_loss"), (int, float)):
+                    run.eval_loss.append(point["eval_loss"])
+        runs.append(run)
+    return runs
+
+
+class RunsWatcher:
+    """read_runs, again only when something under the runs folder changed (checked by the files' times)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.stamp: tuple | None = None
+
+    def poll(self) -> tuple[list[Bench], list[TrainRun]] | None:
+        patterns = ("humaneval/*/summary.json", "repair-suite/*.json", "bench-tools/*.json", "bench-dedupe/*.json",
+                    "train/*/metrics.jsonl")
+        stamp = tuple(sorted((str(p), _mtime(p)) for pat in patterns for p in self.root.glob(pat)))
+        if stamp == self.stamp:
+            return None
+        self.stamp = stamp
+        return read_runs(self.root)
+
+
+def wait(stop, seconds: float) -> bool:
+    """Sleep in short slices; True when stop() says to end."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if stop():
+            return True
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+    return stop()

@@ -118,6 +118,52 @@ def test_session_state_tells_a_dead_process_from_a_live_one():
     assert board.newest_active().id == "alive"
 
 
+# --- what a session writes for the dashboard --------------------------------------------------------------
+
+
+def test_a_session_streams_its_reply_beside_the_log_and_records_resources(make_session):
+    from assistant.logs.audit import read_records
+
+    s = make_session([call("run_command", command="echo hi"), "Done."], yes=True)
+    live = s.live.path
+    assert live.parent == s.audit.path.parent and live.suffix == ".live"
+    during = []
+    for event in s.agent.run_turn("go"):
+        if event.kind == "tool_call":
+            during.append(live.read_text())  # the first reply has streamed and ended
+    lines = [json.loads(line) for line in live.read_text().splitlines()]
+    assert "".join(p.get("t", "") for p in lines) == call("run_command", command="echo hi") + "Done."
+    assert [p for p in lines if "end" in p] == [{"end": 1}, {"end": 1}]
+    assert during[0].rstrip().endswith('{"end": 1}')
+    resources = [r["data"] for r in read_records(s.audit.path) if r["kind"] == "resources"]
+    assert len(resources) == 1 and resources[0]["rss_bytes"] > 10 << 20
+    assert resources[0]["model"]["name"] == "scripted"
+    assert resources[0]["sandbox"] == {"policy": "auto", "layer": s.sandbox.chosen_layer}
+    assert s.sandbox.chosen_layer is not None  # the command ran, so a layer was chosen
+    s.close()
+    assert not live.exists()  # the stream goes with the session; the audit log stays
+    start = next(read_records(s.audit.path))
+    assert start["data"]["pid"] == os.getpid() and start["data"]["host"]
+
+
+def test_a_stream_that_cannot_be_written_costs_the_session_nothing(make_session):
+    import logging
+
+    s = make_session(["Hello."])
+    s.live.path.mkdir()  # a folder where the file should be: every write fails
+    said = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    logging.getLogger("assistant").addHandler(handler)
+    try:
+        events = list(s.agent.run_turn("hi"))
+        list(s.agent.run_turn("again"))
+    finally:
+        logging.getLogger("assistant").removeHandler(handler)
+    assert events[-1].kind == "answer" and s.live._off
+    assert len([m for m in said if "not shared with watchers" in m]) == 1  # said once
+
+
 # --- following logs -----------------------------------------------------------------------------------
 
 
@@ -333,7 +379,7 @@ def test_dashboard_shows_a_remote_worker_through_the_telemetry_server(tmp_path, 
                 await until(pilot, lambda: rows(app, "#sessions"), "the worker's session")
                 assert rows(app, "#sessions")[0][0].strip().endswith("gpu-box:42/w1")
                 await until(pilot, lambda: len(rows(app, "#turn")) == 6, "its turn")
-                assert "1 workers" in app.query_one("#sessions-panel").border_subtitle
+                assert "1 worker ·" in app.query_one("#sessions-panel").border_subtitle
                 # More events arrive while the dashboard polls.
                 httpx.post(server.url + "/events", headers={"Authorization": "Bearer s3cret-pass"}, json={
                     "worker": "gpu-box:42", "records": [{"ts": T0 + 9, "session": "w1", "kind": "error",

@@ -195,6 +195,11 @@ def test_the_agent_calls_the_repair_tool(make_session):
     events = list(s.agent.run_turn("write add"))
     obs = next(e for e in events if isinstance(e, Observation))
     assert obs.ok and "return a + b" in obs.text and "passes 1/1 examples" in obs.text
+    from assistant.logs.audit import read_records
+
+    verdicts = [r["data"] for r in read_records(s.audit.path) if r["kind"] == "repair"]  # the dashboard's pass rate
+    assert verdicts == [{"fn": "add", "passed": True, "stopped": "passed", "examples_passed": 1, "examples_total": 1,
+                         "candidates": 2, "tokens": verdicts[0]["tokens"], "seconds": verdicts[0]["seconds"]}]
 
 
 def test_the_repair_tool_asks_before_running_code(make_session):
@@ -213,6 +218,9 @@ def test_slash_repair_designs_generates_and_tests(make_session, capsys):
     s = make_session([design, "```python\ndef double(x: int) -> int:\n    return x * 2\n```"])
     text = s.registry.commands["repair"].function("double a number; name it double", s)
     assert "return x * 2" in text and "passes 1/1 examples" in text
+    from assistant.logs.audit import read_records
+
+    assert [r["data"]["passed"] for r in read_records(s.audit.path) if r["kind"] == "repair"] == [True]
     assert "designing" in capsys.readouterr().out
 
 

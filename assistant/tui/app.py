@@ -36,6 +36,10 @@ def clock_time(ts: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "--:--:--"
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word[:-1] + 'ies' if word.endswith('y') else word + 's'}"
+
+
 def bar(share: float, width: int = 20) -> str:
     share = min(max(share, 0.0), 1.0)
     filled = share * width
@@ -255,8 +259,8 @@ class Dashboard(App):
         if rows:
             table.move_cursor(row=min(cursor, len(rows) - 1), animate=False, scroll=False)
         panel = self.query_one("#sessions-panel")
-        workers = f" · {len(self.board.workers)} workers" if self.board.workers else ""
-        panel.border_subtitle = f"{len(views)} sessions{workers} · " + ("following newest" if self.selected is None
+        workers = f" · {plural(len(self.board.workers), 'worker')}" if self.board.workers else ""
+        panel.border_subtitle = f"{plural(len(views), 'session')}{workers} · " + ("following newest" if self.selected is None
                                                                          else "Enter picks, f follows")
 
     def draw_turn(self) -> None:
@@ -339,7 +343,7 @@ class Dashboard(App):
             memory = res.get("memory")
             lines.append("memory   ", "bold")
             if isinstance(memory, dict) and memory.get("state") == "ready":
-                lines.append(f"{memory.get('items', 0)} items (global {memory.get('global', 0)}, "
+                lines.append(f"{plural(memory.get('items', 0), 'item')} (global {memory.get('global', 0)}, "
                              f"workspace {memory.get('workspace', 0)})\n")
             else:
                 lines.append(f"{memory.get('state', '?') if isinstance(memory, dict) else 'off'}\n")
@@ -349,7 +353,7 @@ class Dashboard(App):
         rates = list(self.board.rates)
         lines.append("tokens/s ", "bold")
         if rates:
-            lines.append(f"last {rates[-1]:.1f} · mean {sum(rates) / len(rates):.1f} · {len(rates)} replies")
+            lines.append(f"last {rates[-1]:.1f} · mean {sum(rates) / len(rates):.1f} · {plural(len(rates), 'reply')}")
         else:
             lines.append("no replies yet", "dim")
         self.query_one("#resources", Static).update(lines)
@@ -364,8 +368,8 @@ class Dashboard(App):
         rates = self.board.pass_rates()
         text = Text()
         if not rates:
-            text.append("no figures yet: `assistant bench humaneval`, `assistant bench tools`,\n"
-                        "`assistant repair --suite`, or the repair tool in a session", "dim")
+            text.append("no figures yet: they come from `assistant bench humaneval`, `assistant bench tools`, "
+                        "`assistant bench dedupe`, `assistant repair --suite` and the repair tool in sessions", "dim")
         width = max((len(b.name) for b in rates), default=0)
         for b in rates:
             colour = "green" if b.value >= 0.7 else "yellow" if b.value >= 0.4 else "red"

@@ -75,7 +75,7 @@ def summary(record: dict, width: int = 120) -> str:
         parts = [f"resident {human_bytes(data.get('rss_bytes'))}"]
         memory, box = data.get("memory"), data.get("sandbox")
         if isinstance(memory, dict):
-            parts.append(f"memory {memory.get('items', memory.get('state', '?'))} items" if "items" in memory
+            parts.append(f"memory {memory['items']} item{'' if memory['items'] == 1 else 's'}" if "items" in memory
                          else f"memory {memory.get('state', '?')}")
         if isinstance(box, dict):
             parts.append(f"sandbox {box.get('layer') or 'not used yet'}")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+from assistant.charts import Panel, save_run
 from assistant.errors import AssistantError
 
 PROMPT_MARK = "› ".encode()
@@ -73,7 +74,16 @@ def speed(settings, *, tokens: int = 128, runs: int = 3, out=sys.stdout) -> int:
     print(f"model: {model.name}   machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}", file=out)
     for name, value in rows:
         print(f"  {name:<52} {value}", file=out)
-    print(f"command: assistant bench speed --model {settings.model} --tokens {tokens} --runs {runs}", file=out)
+    command = f"assistant bench speed --model {settings.model} --tokens {tokens} --runs {runs}"
+    print(f"command: {command}", file=out)
+    seconds = {"time to REPL prompt": statistics.median(prompt_times), "model load": load,
+               "first token": statistics.median(firsts)}
+    save_run("bench-speed", {"command": command, "model": model.name, "seconds": seconds, "tokens": tokens,
+                       "tokens_per_second": statistics.median(rates), "rates": rates},
+             f"speed: {model.name}, {os.cpu_count()} cpus", [
+                 Panel("seconds", list(seconds), list(seconds.values()), fmt="{:.2f}"),
+                 Panel("tokens / s", [f"{tokens} greedy tokens"], [statistics.median(rates)], colors=["#2ca02c"])],
+             out)
     return 0
 
 
@@ -130,6 +140,10 @@ def sandbox_overhead(settings, *, runs: int = 50, out=sys.stdout) -> int:
         added = "" if name.startswith("bare") else f"{(med - bare) * 1000:+.1f} ms"
         print(f"  {name:<26} {med * 1000:>7.1f} ms {added:>9}", file=out)
     print(f"command: assistant bench sandbox --runs {runs}", file=out)
+    medians = {name: statistics.median(values) * 1000 for name, values in times.items()}
+    save_run("bench-sandbox", {"command": f"assistant bench sandbox --runs {runs}", "median_ms": medians, "runs": runs},
+             f"sandbox: one `python3 -I -c pass`, median of {runs}", [
+                 Panel("ms per execution", list(medians), list(medians.values()))], out)
     return 0
 
 
@@ -282,6 +296,12 @@ def decode(settings, *, tokens: int = 150, runs: int = 3, out=sys.stdout, comman
         print(f"  time to first token, {label:<16} turn 1: {t1:.3f} s ({p1} prompt tokens, {c1} cached)   "
               f"turn 5: {t5:.3f} s ({p5} prompt tokens, {c5} cached)", file=out)
     print(f"command: {command}", file=out)
+    save_run("bench-decode", {"command": command, "model": lean.name, "tokens": tokens, "decoders": [
+        {"name": n, "tokens_per_second": r, "first_token_seconds": f} for n, r, f in rows], "ttft": ttft},
+        f"decode: {lean.name}, {tokens} greedy tokens, {os.cpu_count()} cpus", [
+            Panel("tokens / s", [r[0] for r in rows], [r[1] for r in rows]),
+            Panel("time to first token, turn 5 (s)", list(ttft), [firsts[-1][0] for firsts in ttft.values()],
+                  fmt="{:.3f}")], out)
     return 0
 
 

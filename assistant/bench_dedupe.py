@@ -255,34 +255,18 @@ def bench_dedupe(*, docs: int = 50_000, plant: float = 0.05, sample: int | None 
 
 def chart(path: Path, summary: dict) -> None:
     """Throughput (log scale) and F1 of each implementation, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from assistant.charts import Panel, save_chart
 
     runs = summary["runs"]
     names = list(runs)
-    fig, (speed, f1) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
     colors = ["#1f77b4", "#6baed6", "#9e9e9e"][: len(names)]
-    speed.bar(names, [runs[n]["docs_per_second"] for n in names], color=colors)
-    speed.set_yscale("log")
-    speed.set_ylim(bottom=100)
-    speed.set_ylabel("documents / s (log)")
-    for i, n in enumerate(names):
-        speed.text(i, runs[n]["docs_per_second"], f"{runs[n]['docs_per_second']:,.0f}", ha="center",
-                   va="bottom", fontsize=8)
-    f1.bar(names, [runs[n]["f1"] for n in names], color=colors)
-    f1.set_ylim(0, 1.1)
-    f1.set_ylabel("F1 against exact Jaccard")
-    for i, n in enumerate(names):
-        f1.text(i, runs[n]["f1"] + 0.02, f"{runs[n]['f1']:.4f}", ha="center", fontsize=8)
-    for ax in (speed, f1):
-        ax.tick_params(axis="x", labelsize=7)
-    fig.suptitle(f"dedupe: {summary['docs']:,} documents, threshold {summary['threshold']}, "
-                 f"{summary['num_perm']} permutations", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    rates = [runs[n]["docs_per_second"] for n in names]
+    save_chart(path, f"dedupe: {summary['docs']:,} documents, threshold {summary['threshold']}, "
+               f"{summary['num_perm']} permutations", [
+                   Panel("documents / s (log)", names, rates, fmt="{:,.0f}", log=True, colors=colors,
+                         ylim=(100, max(rates) * 3)),
+                   Panel("F1 against exact Jaccard", names, [runs[n]["f1"] for n in names], fmt="{:.4f}",
+                         colors=colors, ylim=(0, 1.1))])
 
 
 def _version() -> str:

@@ -9,7 +9,6 @@ every approximate index loses its recall on them. Queries are held-out chunks of
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -195,8 +194,13 @@ def bench_memory(*, sizes=(10_000, 100_000), queries: int = 200, seq_len: int = 
     vectors = embeddings(max(sizes) + queries, seq_len, out)
     held_out = vectors[-queries:]
     result["search"] = [row for size in sizes for row in search_table(vectors, held_out, size, out)]
-    path = subdir("runs") / "bench-memory" / f"result-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"\nresults: {path}", file=out)
+    from assistant.charts import Panel, save_run
+
+    largest = [row for row in result["search"] if row["size"] == max(sizes)]
+    names = [row["method"].replace("faiss ", "") for row in largest]
+    print(file=out)
+    save_run("bench-memory", result, f"vector search: {max(sizes):,} real embeddings, {queries} queries, top 10", [
+        Panel("p95 latency (ms, log)", names, [row["p95_ms"] for row in largest], fmt="{:.2f}", log=True),
+        Panel("recall@10", names, [row["recall"] for row in largest], fmt="{:.3f}", ylim=(0, 1.15))], out)
     return 0
 

@@ -25,7 +25,6 @@ from collections import Counter
 from pathlib import Path
 
 from assistant.errors import AssistantError, FormatError
-from assistant.home import subdir
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 
@@ -96,11 +95,15 @@ def bench_tools(settings, *, data: Path | None = None, limit: int | None = None,
     if show:
         print("\r\033[K", end="", file=sys.stderr)
     report(results, model.name, len(rows), out, command)
-    runs = subdir("runs") / "bench-tools"
-    runs.mkdir(parents=True, exist_ok=True)
-    path = runs / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"model": model.name, "command": command, "results": results}, indent=1))
-    print(f"per-prompt results: {path}", file=out)
+    from assistant.charts import Panel, save_run
+
+    sums = {mode: summary(items) for mode, items in results.items()}
+    save_run("bench-tools", {"model": model.name, "command": command, "results": results},
+             f"tool use: {model.name}, {len(rows)} prompts", [
+                 Panel("right tool (% of prompts)", list(sums), [100 * s["right_tool_rate"] for s in sums.values()],
+                       fmt="{:.0f}%", ylim=(0, 110)),
+                 Panel("valid calls (% of calls tried)", list(sums),
+                       [100 * s["usable_call_rate"] for s in sums.values()], fmt="{:.0f}%", ylim=(0, 110))], out)
     return 0
 
 

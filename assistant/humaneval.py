@@ -237,24 +237,13 @@ def table(summary: dict, *, leaky: bool, command: str) -> str:
 
 def chart(path: Path, bars: list[tuple[str, int, int]], title: str) -> None:
     """A bar chart of pass@1: [(label, passed, total)]."""
-    import matplotlib
+    from assistant.charts import Panel, save_chart
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
-    labels = [b[0] for b in bars]
-    values = [100.0 * b[1] / b[2] if b[2] else 0 for b in bars]
-    colors = ["#9e9e9e", "#1f77b4", "#d62728"][: len(bars)]
-    ax.bar(labels, values, color=colors)
-    for i, (label, passed, total) in enumerate(bars):
-        ax.text(i, values[i] + 0.3, f"{passed}/{total}\n{values[i]:.1f}%", ha="center", va="bottom", fontsize=9)
-    ax.set_ylabel("pass@1 (%)")
-    ax.set_ylim(0, max(values + [1]) * 1.35)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    values = [100.0 * b[1] / b[2] if b[2] else 0.0 for b in bars]
+    save_chart(path, title, [Panel("pass@1 (%)", [b[0] for b in bars], values,
+                                   notes=[f"{b[1]}/{b[2]}\n{v:.1f}%" for b, v in zip(bars, values)],
+                                   colors=["#9e9e9e", "#1f77b4", "#d62728"][: len(bars)],
+                                   ylim=(0, max(values + [1]) * 1.35))], width=6)
 
 
 def load_results(run_dir: Path) -> list[dict]:

@@ -55,20 +55,31 @@ def hidden_checks(asserts: list[str]) -> list[Check]:
 def run_suite(model, box, config, *, out=None) -> int:
     """Each task through the loop (signature and visible examples given), graded by its hidden asserts."""
     from assistant.doctest_runner import run_checks
-    from assistant.repair import Request, solve
+    from assistant.repair import Request, outcome_record, solve
 
     out = out or sys.stdout
-    rows, hidden_ok, start = [], 0, time.monotonic()
+    rows, hidden_ok, start, tasks = [], 0, time.monotonic(), []
     for name, task, signature, visible, hidden in SUITE:
         outcome = solve(model, box, Request(task, name, signature, visible), config)
         graded = run_checks(outcome.spec.code + "\n\n" + outcome.best.code, hidden_checks(hidden), fn=name, box=box)
         hidden_ok += graded.ok
+        tasks.append({**outcome_record(outcome), "hidden_passed": graded.passed, "hidden_total": graded.total})
         r = outcome.best.report
         seen = f"{r.passed}/{r.total}" if r else "-"
         rows.append(f"{name:<22} {seen:>8} {graded.passed}/{graded.total:<6} {len(outcome.attempts):>10} "
                     f"{outcome.seconds:>7.1f}")
         print(rows[-1] if len(rows) > 1 else "task                    visible  hidden  candidates  seconds\n" + rows[-1],
               file=out, flush=True)
+    name = getattr(model, "name", "?")
     print(f"{hidden_ok}/{len(SUITE)} tasks pass their hidden tests ({time.monotonic() - start:.0f} s, "
-          f"model {getattr(model, 'name', '?')})", file=out)
+          f"model {name})", file=out)
+    from assistant.charts import Panel, save_run
+
+    save_run("repair-suite", {"model": name, "passed": hidden_ok, "total": len(SUITE), "tasks": tasks,
+                              "seconds": round(time.monotonic() - start, 1)},
+             f"repair suite: {name}, {hidden_ok}/{len(SUITE)} pass their hidden tests", [
+                 Panel("hidden tests passed (%)", [t["fn"] for t in tasks],
+                       [100 * t["hidden_passed"] / max(t["hidden_total"], 1) for t in tasks], fmt="{:.0f}",
+                       colors=["#2ca02c" if t["hidden_passed"] == t["hidden_total"] else "#d62728" for t in tasks],
+                       ylim=(0, 115))], out)
     return 0 if hidden_ok == len(SUITE) else 1

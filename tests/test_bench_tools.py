@@ -30,5 +30,7 @@ def test_bench_tools_counts_valid_invalid_cut_and_right_tool(tmp_path, isolated_
     # calls tried 3/4, valid-call rate 2/3, none cut, valid of tried 2/3, right tool 1/4, one answer
     assert line.split()[1:7] == ["75%", "67%", "0", "67%", "25%", "1"], line
     assert "list_files 1/2" in r.stdout and "run_python 0/1" in r.stdout
-    saved = json.loads(open(r.stdout.strip().splitlines()[-1].split(": ", 1)[1]).read())
+    said = dict(line.split(": ", 1) for line in r.stdout.splitlines()[-2:])
+    saved = json.loads(open(said["results"]).read())
+    assert open(said["chart"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert [x["kind"] for x in saved["results"]["free"]] == ["valid", "valid", "invalid", "answer"]

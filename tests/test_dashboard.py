@@ -282,7 +282,7 @@ def test_dashboard_follows_a_log_being_written(tmp_path, utc):
         app = make_app(logs)
         async with app.run_test(size=(160, 48)) as pilot:
             await until(pilot, lambda: rows(app, "#sessions"), "the session")
-            assert "smollm2-135m" in rows(app, "#sessions")[0][1]
+            assert "smollm2-135m" in rows(app, "#sessions")[0][4]
             # A turn is written while the dashboard runs: its records show up in the current turn.
             append(log, *turn()[:4])
             await until(pilot, lambda: len(rows(app, "#turn")) == 4, "the turn's records")
@@ -292,7 +292,7 @@ def test_dashboard_follows_a_log_being_written(tmp_path, utc):
             # The reply streaming now, from the .live file beside the log.
             (logs / "s1.live").write_text('{"t": "I think "}\n{"t": "the answer"}\n')
             await until(pilot, lambda: "I think the answer" in static_text(app, "#live"), "the streamed text")
-            assert rows(app, "#sessions")[0][3] == "generating"
+            assert rows(app, "#sessions")[0][1] == "generating"
             append(log, *turn()[4:], rec("error", {"message": "the model gave an empty answer"}, ts=3),
                    rec("resources", {"rss_bytes": 300 << 20, "model": {"name": "smollm2-135m", "backend": "transformers",
                                      "parameters": 134_515_008, "weights_bytes": 538_060_032, "dtype": "float32"},
@@ -357,6 +357,7 @@ def test_dashboard_shows_a_remote_worker_through_the_telemetry_server(tmp_path, 
     import httpx
 
     from assistant.telemetry import TelemetryServer
+    from assistant.tui.app import Dashboard
 
     server = TelemetryServer("127.0.0.1", 0, "s3cret-pass")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -369,9 +370,16 @@ def test_dashboard_shows_a_remote_worker_through_the_telemetry_server(tmp_path, 
         assert reply.status_code == 200
         with pytest.raises(SourceError, match="refused the password"):
             RemoteFeed(server.url, "wrong-pass").poll()
+
+        async def refused():
+            app = Dashboard(RemoteFeed(server.url, "wrong-pass"), interval=0.05, clock=lambda: T0)
+            async with app.run_test(size=(160, 48)) as pilot:
+                await until(pilot, lambda: "refused the password" in static_text(app, "#status"), "the refusal")
+                assert rows(app, "#sessions") == []
+
+        asyncio.run(refused())
         monkeypatch.setenv("TELEMETRY_PASS", "s3cret-pass")
         feed = RemoteFeed(server.url)
-        from assistant.tui.app import Dashboard
 
         async def scenario():
             app = Dashboard(feed, interval=0.05, clock=lambda: T0 + 60)

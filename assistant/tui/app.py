@@ -144,7 +144,7 @@ class Dashboard(App):
                   "train-panel": "Training loss", "errors-panel": "Errors"}
         for panel, title in titles.items():
             self.query_one(f"#{panel}").border_title = title
-        for table, columns in (("sessions", (("session", None), ("model", 12), ("turns", 5), ("state", 10), ("last", 4))),
+        for table, columns in (("sessions", (("session", None), ("state", 10), ("last", 4), ("turns", 5), ("model", 16))),
                                ("turn", (("time", 7), ("kind", 13), ("what", None))),
                                ("tools", (("tool", 16), ("calls", 5), ("ok", 4), ("mean s", 6), ("p95 s", 6))),
                                ("errors", (("time", 8), ("session", 7), ("what", None)))):
@@ -204,8 +204,11 @@ class Dashboard(App):
             self.board.stream(key, text, ended)
         if polled.workers is not None:
             self.board.workers = polled.workers
+        said = polled.note != self.note
         self.note = polled.note
         self.draw()
+        if said:  # a server gone or back, without any new record
+            self.draw_status()
 
     def apply_runs(self, found) -> None:
         self.board.set_runs(*found)
@@ -249,8 +252,8 @@ class Dashboard(App):
             style = {"generating": "bold green", "live": "green", "gone": "red", "ended": "dim"}.get(state, "")
             mark = "▶ " if shown is not None and view.key == shown.key else "  "
             rows.append((view.key, [Text(mark + view.short, style="bold" if mark.strip() else ""),
-                                    Text(view.model or "?"), str(view.turns), Text(state, style=style),
-                                    age(now - view.last)]))
+                                    Text(state, style=style), age(now - view.last), str(view.turns),
+                                    Text(view.model or "?")]))
         cursor = table.cursor_row
         table.clear()
         for key, cells in rows:

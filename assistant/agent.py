@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import traceback
@@ -16,6 +17,7 @@ from assistant.text import clean_text
 from assistant.toolcalls import Call, first_call_end, parse_tool_calls
 from assistant.tools import ToolContext
 
+log = logging.getLogger("assistant")
 MAX_FORMAT_RETRIES = 3
 MAX_SAME_CALL = 3
 STOP = ["\nObservation:", "Observation from"]
@@ -101,11 +103,16 @@ class Agent:
         return data
 
     def _emit_resources(self) -> None:
+        """Never raises: it runs in run_turn's finally, where an exception would replace the turn's own (or make
+        closing the generator fail), and a closed session's log is no reason to."""
         try:
             data = self.resources()
         except Exception as exc:  # noqa: BLE001 - a gauge must never end a turn
             data = {"error": f"{type(exc).__name__}: {exc}"}
-        self.registry.hook.on_event(event=Meta("resources", data))
+        try:
+            self.registry.hook.on_event(event=Meta("resources", data))
+        except Exception as exc:  # noqa: BLE001
+            log.debug("the resources record was not written: %s", exc)
 
     def _turn(self, text: str) -> Iterator[Event]:
         text = clean_text(text)

@@ -4,6 +4,7 @@ labelled bars, or of lines, side by side (matplotlib, drawn off-screen)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,12 +90,20 @@ def save_run(name: str, result: dict, title: str, panels: list[Panel], out=None)
     stream. The dashboard reads the newest of each."""
     from assistant.home import subdir
 
-    stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = subdir("runs") / name
     folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    n = 1
+    while (folder / f"{stamp}.json").exists():  # two runs in one second keep both
+        n += 1
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{n}"
     data = folder / f"{stamp}.json"
-    data.write_text(json.dumps(result, indent=1, default=repr))
+    # The chart first, the JSON last and whole (renamed into place): a reader (the dashboard) that sees the
+    # JSON sees all of it.
     chart = save_chart(folder / f"{stamp}.png", title, panels)
+    tmp = data.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1, default=repr))
+    os.replace(tmp, data)
     if out is not None:
         print(f"results: {data}\nchart: {chart}", file=out)
     return data, chart

@@ -41,7 +41,7 @@ class Session:
         self.registry.pm.register(self.audit, name="audit-log")
         from assistant.logs.live import LiveStream
 
-        self.live = LiveStream(self.audit.path)  # streamed text for the dashboard
+        self.live = LiveStream(self.audit.path, self.id)  # streamed text for the dashboard
         self.registry.pm.register(self.live, name="live-stream")
         self.monitor = None
         if settings.monitor:  # a bad URL or password is said before the model loads

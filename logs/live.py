@@ -1,4 +1,5 @@
-"""The streamed model text, for watchers: `<log>.live` beside the audit log (the dashboard reads it).
+"""The streamed model text, for watchers: `<session>.live` beside the audit log (the dashboard reads it; named by
+the session, as several sessions may share one log).
 
 The audit log keeps each reply once, whole (model_output); the pieces as they stream are only worth seeing
 while they stream, so they go here instead: one JSON line per piece, `{"t": TEXT}`, and `{"end": 1}` when the
@@ -18,13 +19,13 @@ log = logging.getLogger("assistant")
 SUFFIX = ".live"
 
 
-def live_path(audit_path: str | os.PathLike) -> Path:
-    return Path(audit_path).with_suffix(SUFFIX)
+def live_path(audit_path: str | os.PathLike, session: str) -> Path:
+    return Path(audit_path).parent / f"{session}{SUFFIX}"
 
 
 class LiveStream:
-    def __init__(self, audit_path: str | os.PathLike):
-        self.path = live_path(audit_path)
+    def __init__(self, audit_path: str | os.PathLike, session: str):
+        self.path = live_path(audit_path, session)
         self._fh = None
         self._open = False  # a reply is streaming (pieces written, no end yet)
         self._off = False
@@ -43,7 +44,7 @@ class LiveStream:
             log.warning("streamed text is not shared with watchers this session: %s",
                         getattr(exc, "strerror", None) or exc)
 
-    @hookimpl
+    @hookimpl(tryfirst=True)  # the end of a reply goes out before the audit log records it whole
     def on_event(self, event):
         if event.kind == "token":
             self._open = True

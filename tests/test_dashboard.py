@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections import deque
 import json
 import os
 import time
@@ -90,6 +91,50 @@ def test_filter_narrows_and_recounts():
     assert set(board.tools) == {"run_command"}
     board.set_filter("")
     assert set(board.tools) == {"run_command", "read_file"}
+
+
+HOSTILE = [
+    {"kind": "user", "data": "oops", "ts": "yesterday"},
+    {"kind": "observation", "data": {"name": ["x"], "ok": "yes", "seconds": "slow", "text": 5}, "ts": float("nan")},
+    {"kind": "tool_exception", "data": {"tool": 7, "traceback": None}, "ts": 1e300},
+    {"kind": "session_start", "session": "weird", "data": {"pid": 2 ** 40, "host": ["h"]}},
+    {"kind": "session_start", "session": "negative", "data": {"pid": -1}},
+    {"kind": "resources", "data": {"rss_bytes": "lots", "model": "m", "memory": [], "sandbox": 3}},
+    {"kind": "model_output", "data": {"text": "x" * 200_000, "tokens_per_second": float("inf")}},
+    {"kind": "train_step", "data": {"step": "one", "loss": None}},
+    {"kind": 5}, [], "text", None,
+]
+
+
+def test_hostile_records_are_kept_harmless():
+    board = Board(clock=lambda: T0)
+    assert board.add(HOSTILE) == 8
+    from assistant.tui.board import summary
+
+    for view in board.sessions.values():
+        view.state(T0)
+        for record in view.records:
+            summary(record)  # none raises
+    assert board.sessions[("", "weird")].pid is None and board.sessions[("", "negative")].pid is None
+    assert board.tools["['x']"].durations == deque()  # a duration that is not a number is not one
+    kept = next(r for r in board.sessions[("", "?")].records if r["kind"] == "model_output")
+    assert len(kept["data"]["text"]) < 17_000 and "more characters in the log" in kept["data"]["text"]
+    assert board.train == {} and list(board.rates) == []
+
+
+def test_clearing_the_filter_brings_back_the_figures_over_everything(monkeypatch):
+    import assistant.tui.board as board_module
+
+    monkeypatch.setattr(board_module, "RECORDS_PER_SESSION", 10)  # a session keeps its newest 10 records
+    board = Board(clock=lambda: T0)
+    board.add([r for n in range(6) for r in turn(session="s1", start=10 * n, n=n + 1)])
+    assert len(board.sessions[("", "s1")].records) == 10
+    before = (board.tools["run_command"].calls, list(board.rates))
+    assert before[0] == 6  # over everything seen, not only what is kept
+    board.set_filter("kind:observation")
+    assert board.tools["run_command"].calls == 2 and list(board.rates) == []  # the kept records that match
+    board.set_filter("")
+    assert (board.tools["run_command"].calls, list(board.rates)) == before
 
 
 def test_sessions_are_bounded_and_ended_ones_go_first(monkeypatch):
@@ -194,9 +239,9 @@ def test_follower_starts_at_the_tail_of_big_logs_and_rereads_replaced_ones(tmp_p
 
 
 def test_follower_streams_the_live_file(tmp_path):
-    log = tmp_path / "s.jsonl"
+    log = tmp_path / "shared.jsonl"  # the stream is named by the session, not the log (logs may be shared)
     append(log, rec("session_start", session="s9"))
-    live = tmp_path / "s.live"
+    live = tmp_path / "s9.live"
     live.write_text('{"t": "Hel"}\n{"t": "lo"}\n')
     follower = LogFollower(tmp_path)
     polled = follower.poll()
@@ -204,6 +249,47 @@ def test_follower_streams_the_live_file(tmp_path):
     with open(live, "a") as fh:
         fh.write('{"end": 1}\n{"t": "Next"}\n')
     assert follower.poll().streams == [(("", "s9"), "", True), (("", "s9"), "Next", False)]
+    # A second session in the same log streams into its own file.
+    append(log, rec("session_start", session="s10"))
+    assert follower.poll().streams == []
+    (tmp_path / "s10.live").write_text('{"t": "other"}\n')  # appears after its records were read
+    assert follower.poll().streams == [(("", "s10"), "other", False)]
+
+
+def test_follower_reads_only_the_newest_logs_at_start_then_what_the_others_append(tmp_path):
+    for i in range(4):
+        path = tmp_path / f"{i}.jsonl"
+        append(path, rec("session_start", session=f"s{i}"))
+        os.utime(path, (T0 + i, T0 + i))
+    follower = LogFollower(tmp_path, recent=2)
+    assert sorted(r["session"] for r in follower.poll().records) == ["s2", "s3"]
+    assert follower.poll().records == []  # the two older logs are not read in full later either
+    append(tmp_path / "0.jsonl", rec("user", {"text": "back", "turn": 1}, session="s0"))
+    assert [r["session"] for r in follower.poll().records] == ["s0"]
+
+
+def test_follower_survives_a_cut_log_and_what_is_not_a_file(tmp_path):
+    log = tmp_path / "a.jsonl"
+    append(log, rec("session_start", seq=0), raw=b'{"v": 1, "ts": 1, "session": "s1", "seq": 1, "kind": "to')
+    (tmp_path / "b.jsonl").mkdir()  # not a file: said, and the others are still read
+    (tmp_path / "s1.live").mkdir()
+    follower = LogFollower(tmp_path)
+    polled = follower.poll()
+    assert [r["kind"] for r in polled.records] == ["session_start"] and "not a regular file" in polled.note
+    # What audit.py does when it opens a log with a torn last line: cut it, then append whole records.
+    with open(log, "r+b") as fh:
+        data = fh.read()
+        fh.truncate(data.rfind(b"\n") + 1)
+    append(log, rec("user", {"text": "hi", "turn": 1}, seq=1))
+    assert [(r["kind"], r["seq"]) for r in follower.poll().records] == [("user", 1)]
+    # A log replaced by a copy of itself is read again; the board drops what it has.
+    board = Board()
+    board.add([rec("session_start", seq=0), rec("user", {"text": "hi", "turn": 1}, seq=1)])
+    copy = tmp_path / "copy"
+    copy.write_bytes(log.read_bytes())
+    os.replace(copy, log)
+    again = follower.poll().records
+    assert len(again) == 2 and board.add(again) == 0 and len(board.sessions[("", "s1")].records) == 2
 
 
 def test_follower_refuses_a_missing_folder(tmp_path):
@@ -322,6 +408,28 @@ def test_dashboard_follows_a_log_being_written(tmp_path, utc):
             assert "filter: tool:read" in static_text(app, "#status")
             await pilot.press("escape")
             await until(pilot, lambda: len(rows(app, "#tools")) == 2, "the filter to clear")
+
+    asyncio.run(scenario())
+
+
+def test_dashboard_keeps_reading_through_hostile_lines(tmp_path, utc):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "s1.jsonl"
+    append(log, rec("session_start", {"model": "m", "pid": 2 ** 40}))
+
+    async def scenario():
+        app = make_app(logs)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await until(pilot, lambda: rows(app, "#sessions"), "the session")
+            append(log, *[{**h, "session": "s1"} if isinstance(h, dict) else h for h in HOSTILE],
+                   raw=b"\xff\xfe not json\n")
+            append(log, rec("answer", {"text": "still reading"}, ts=50))
+            await until(pilot, lambda: any("still reading" in r[2] for r in rows(app, "#turn")), "the next record")
+            await until(pilot, lambda: rows(app, "#errors"), "the tool exception")
+            await pilot.pause(1.2)  # the once-a-second redraw of the sessions (pid 2**40: os.kill overflows)
+            assert app.is_running and rows(app, "#sessions")[0][1] != ""
+            assert "drawing failed" not in static_text(app, "#status")
 
     asyncio.run(scenario())
 
@@ -445,8 +553,12 @@ def test_snapshot_of_the_main_screen(tmp_path, utc):
         async with app.run_test(size=(150, 44)) as pilot:
             await until(pilot, lambda: len(rows(app, "#sessions")) == 2 and app.board.benches
                         and app.board.latest_train(), "everything")
-            await pilot.pause(0.3)
-            return screen_text(app)
+            # The screen once it has settled: the same text twice, 0.3 s apart (layout can take a few frames).
+            last, text = None, screen_text(app)
+            while text != last:
+                await pilot.pause(0.3)
+                last, text = text, screen_text(app)
+            return text
 
     text = asyncio.run(scenario()).replace(str(tmp_path), "TMP")
     if os.environ.get("UPDATE_SNAPSHOTS") or not SNAPSHOT.exists():

@@ -18,10 +18,11 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Header, Input, Sparkline, Static
 from textual.worker import get_current_worker
 
-from assistant.tui.board import Board, SessionView, human_bytes, human_count, summary
+from assistant.tui.board import Board, SessionView, _number, human_bytes, human_count, summary
 from assistant.tui.sources import Polled, RunsWatcher, SourceError, wait
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
+BATCH = 2_000  # records handed to the app at a time
 
 
 def age(seconds: float) -> str:
@@ -32,8 +33,9 @@ def age(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
-def clock_time(ts: float | None) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "--:--:--"
+def clock_time(ts) -> str:
+    ts = _number(ts)
+    return time.strftime("%H:%M:%S", time.localtime(ts)) if ts and 0 < ts < 1e11 else "--:--:--"
 
 
 def plural(n: int, word: str) -> str:
@@ -41,7 +43,7 @@ def plural(n: int, word: str) -> str:
 
 
 def bar(share: float, width: int = 20) -> str:
-    share = min(max(share, 0.0), 1.0)
+    share = min(max(_number(share) or 0.0, 0.0), 1.0)
     filled = share * width
     whole = int(filled)
     part = BLOCKS[int((filled - whole) * 8)] if whole < width else ""
@@ -50,12 +52,35 @@ def bar(share: float, width: int = 20) -> str:
 
 def spark(values: list[float], width: int = 12) -> str:
     """A sparkline in text (for the history beside a bar)."""
-    values = values[-width:]
+    values = [v for v in (_number(v) for v in values[-width:]) if v is not None]
     if len(values) < 2:
         return ""
     low, high = min(values), max(values)
     span = (high - low) or 1.0
     return "".join(BLOCKS[1 + round((v - low) / span * 7)] for v in values)
+
+
+def fill(table: DataTable, rows: list[tuple[str, list]]) -> None:
+    """Show rows [(key, cells)] in a table: cells updated in place when the keys are the same as shown (no
+    jump), else rebuilt with the cursor kept on the same key where it still is, and the scroll kept."""
+    keys = [key for key, _ in rows]
+    shown = [k.value for k in table.rows]
+    columns = [c.key for c in table.ordered_columns]
+    if keys == shown:
+        for key, cells in rows:
+            for column, cell in zip(columns, cells):
+                if table.get_cell(key, column) != cell:
+                    table.update_cell(key, column, cell)
+        return
+    at = shown[table.cursor_row] if shown and 0 <= table.cursor_row < len(shown) else None
+    scroll = table.scroll_y
+    table.clear()
+    for key, cells in rows:
+        table.add_row(*cells, key=key)
+    if rows:
+        table.move_cursor(row=keys.index(at) if at in keys else min(table.cursor_row, len(rows) - 1),
+                          animate=False, scroll=False)
+        table.scroll_to(y=scroll, animate=False)
 
 
 class DetailScreen(ModalScreen):
@@ -102,12 +127,13 @@ class Dashboard(App):
         self.selected: tuple[str, str] | None = None  # the session shown; None: follow the newest active one
         self.all_turns = False
         self.paused = False
-        self.note = ""
+        self.note = ""  # the source's (bad lines, a server gone)
+        self.own_note = ""
         self.drawn = -1
         self.turn_key: tuple | None = None
         self.turn_rows: list[dict] = []
-        self.error_rows: list[dict] = []
-        self.session_rows: list[tuple[str, str]] = []
+        self.error_rows: dict[str, dict] = {}  # row key -> record
+        self.session_rows: dict[str, tuple[str, str]] = {}  # row key -> session key
 
     # --- layout ------------------------------------------------------------------------------------------
 
@@ -144,10 +170,11 @@ class Dashboard(App):
                   "train-panel": "Training loss", "errors-panel": "Errors"}
         for panel, title in titles.items():
             self.query_one(f"#{panel}").border_title = title
-        for table, columns in (("sessions", (("session", None), ("state", 10), ("last", 4), ("turns", 5), ("model", 16))),
-                               ("turn", (("time", 7), ("kind", 13), ("what", None))),
+        # Fixed widths: the layout does not depend on what came first (long cells are cut; Enter shows them).
+        for table, columns in (("sessions", (("session", 18), ("state", 10), ("last", 4), ("turns", 5), ("model", 16))),
+                               ("turn", (("time", 7), ("kind", 13), ("what", 200))),
                                ("tools", (("tool", 16), ("calls", 5), ("ok", 4), ("mean s", 6), ("p95 s", 6))),
-                               ("errors", (("time", 8), ("session", 7), ("what", None)))):
+                               ("errors", (("time", 8), ("session", 7), ("what", 160)))):
             widget = self.query_one(f"#{table}", DataTable)
             for label, width in columns:
                 widget.add_column(label, width=width)
@@ -162,11 +189,25 @@ class Dashboard(App):
     # --- workers: all I/O happens here, off the event loop -----------------------------------------------
 
     def _deliver(self, handler, value) -> bool:
+        """Hand what a worker read to the app's thread; False when the app is closing. A bug in drawing is
+        said in the status line: reading goes on."""
+        if not self.is_running:
+            return False
         try:
             self.call_from_thread(handler, value)
-            return True
-        except RuntimeError:  # the app is closing
-            return False
+        except Exception as exc:  # noqa: BLE001
+            if not self.is_running:
+                return False
+            try:
+                self.call_from_thread(self.say, f"drawing failed: {type(exc).__name__}: {exc}")
+            except Exception:  # noqa: BLE001
+                return self.is_running
+        return True
+
+    def say(self, note: str) -> None:
+        """A note of the app's own (drawing, the run folders), beside the source's."""
+        self.own_note = note
+        self.draw_status()
 
     @work(thread=True, exclusive=True, group="feed", exit_on_error=False)
     def _follow(self) -> None:
@@ -179,6 +220,11 @@ class Dashboard(App):
                 polled, delay = Polled(note=str(exc)), min(max(delay * 2, 1.0), 5.0)
             except Exception as exc:  # noqa: BLE001 - a reading bug is shown, and reading goes on
                 polled, delay = Polled(note=f"reading failed: {type(exc).__name__}: {exc}"), 5.0
+            # In slices, so that a big first read (many logs) keeps the app answering keys while it is drawn.
+            while len(polled.records) > BATCH:
+                if not self._deliver(self.apply, Polled(polled.records[:BATCH], note=polled.note, more=True)):
+                    return
+                polled.records = polled.records[BATCH:]
             if polled.records or polled.streams or polled.note != self.note or polled.workers is not None:
                 if not self._deliver(self.apply, polled):
                     return
@@ -192,7 +238,9 @@ class Dashboard(App):
             try:
                 found = self.runs.poll()
             except Exception as exc:  # noqa: BLE001
-                found, self.note = None, f"reading the run folders failed: {exc}"
+                found = None
+                if not self._deliver(self.say, f"reading the run folders failed: {type(exc).__name__}: {exc}"):
+                    return
             if found is not None and not self._deliver(self.apply_runs, found):
                 return
             if wait(lambda: worker.is_cancelled, 2.0):
@@ -200,6 +248,8 @@ class Dashboard(App):
 
     def apply(self, polled: Polled) -> None:
         self.board.add(polled.records)
+        if polled.more:  # drawn once the slices of this read are all in
+            return
         for key, text, ended in polled.streams:
             self.board.stream(key, text, ended)
         if polled.workers is not None:
@@ -254,13 +304,8 @@ class Dashboard(App):
             rows.append((view.key, [Text(mark + view.short, style="bold" if mark.strip() else ""),
                                     Text(state, style=style), age(now - view.last), str(view.turns),
                                     Text(view.model or "?")]))
-        cursor = table.cursor_row
-        table.clear()
-        for key, cells in rows:
-            table.add_row(*cells, key=repr(key))
-        self.session_rows = [key for key, _ in rows]
-        if rows:
-            table.move_cursor(row=min(cursor, len(rows) - 1), animate=False, scroll=False)
+        fill(table, [(repr(key), cells) for key, cells in rows])
+        self.session_rows = {repr(key): key for key, _ in rows}
         panel = self.query_one("#sessions-panel")
         workers = f" · {plural(len(self.board.workers), 'worker')}" if self.board.workers else ""
         panel.border_subtitle = f"{plural(len(views), 'session')}{workers} · " + ("following newest" if self.selected is None
@@ -277,13 +322,13 @@ class Dashboard(App):
             self.turn_rows, self.turn_key = [], None
             live.update(Text("no sessions yet: start one (`assistant`) and it shows here", style="dim"))
             return
-        records = list(view.records) if self.all_turns else view.turn_records()
-        if self.board.filter:
-            records = [r for r in records if self.board.filter.matches(r)]
         which = "all turns" if self.all_turns else f"turn {view.turns}" if view.turns else "before the first turn"
         panel.border_title = f"Current turn · {view.label} · {which}"
         key = (view.key, self.all_turns, self.board.filter.text, view.seen)
         if key != self.turn_key:
+            records = list(view.records) if self.all_turns else view.turn_records()
+            if self.board.filter:
+                records = [r for r in records if self.board.filter.matches(r)]
             start = records[0].get("ts") if records else None
             at_end = table.cursor_row >= table.row_count - 1
             same = self.turn_key is not None and self.turn_key[:3] == key[:3] and \
@@ -297,12 +342,12 @@ class Dashboard(App):
                 kind = str(record.get("kind"))
                 style = {"user": "bold cyan", "answer": "bold green", "error": "bold red", "tool_call": "yellow",
                          "observation": "" if (record.get("data") or {}).get("ok", True) else "red"}.get(kind, "dim")
-                table.add_row(offset, Text(kind, style=style), summary(record, 200))
+                table.add_row(offset, Text(kind, style=style), summary(record, 200), key=str(len(self.turn_rows)))
                 self.turn_rows.append(record)
             if at_end and table.row_count:
                 table.move_cursor(row=table.row_count - 1, animate=False)
             self.turn_key = key
-        if view.streaming and view.live:
+        if view.live and view.state(self.clock()) == "generating":  # not a dead session's last words
             tail = "\n".join(view.live.splitlines()[-4:])[-600:]
             live.update(Text.assemble(("generating… ", "bold green"), (tail, ""), ("▌", "green")))
         else:
@@ -337,7 +382,7 @@ class Dashboard(App):
                 parts.append(str(model["url"]))
             lines.append("model    ", "bold")
             lines.append(f"{model.get('name', view.model)} ({', '.join(p for p in parts if p)})")
-            if model.get("load_seconds") is not None:
+            if _number(model.get("load_seconds")) is not None:
                 lines.append(f", loaded in {model['load_seconds']:.1f} s")
             lines.append("\n")
             if model.get("decoding"):
@@ -387,7 +432,7 @@ class Dashboard(App):
         run = self.board.latest_train()
         if run is None:
             self.query_one("#train", Static).update(Text(
-                "no training runs yet: `assistant train` writes\n<home>/runs/train/RUN/metrics.jsonl", style="dim"))
+                "no training runs yet: training (step 8) writes <home>/runs/train/RUN/metrics.jsonl", style="dim"))
             self._spark("#loss", [])
             return
         text = Text()
@@ -401,13 +446,11 @@ class Dashboard(App):
     def draw_errors(self) -> None:
         table = self.query_one("#errors", DataTable)
         errors = list(self.board.errors)[-200:][::-1]  # newest first
-        if [id(r) for r in errors] == [id(r) for r in self.error_rows]:
+        keyed = {str(id(r)): r for r in errors}
+        if list(keyed) == list(self.error_rows):
             return
-        table.clear()
-        for record in errors:
-            session = str(record.get("session", "?"))
-            table.add_row(clock_time(record.get("ts")), session[-6:], summary(record, 160))
-        self.error_rows = errors
+        fill(table, [(key, [clock_time(r["ts"]), r["session"][-6:], summary(r, 160)]) for key, r in keyed.items()])
+        self.error_rows = keyed
         self.query_one("#errors-panel").border_subtitle = f"{len(self.board.errors)}"
 
     def draw_status(self) -> None:
@@ -416,28 +459,30 @@ class Dashboard(App):
             parts.append(f"filter: {self.board.filter.text}")
         if self.paused:
             parts.append("PAUSED (p resumes)")
-        if self.note:
-            parts.append(self.note)
+        parts += [note for note in (self.note, self.own_note) if note]
         self.query_one("#status", Static).update(" · ".join(parts))
 
     # --- actions -----------------------------------------------------------------------------------------
 
     @on(DataTable.RowSelected, "#sessions")
     def pick_session(self, event: DataTable.RowSelected) -> None:
-        if 0 <= event.cursor_row < len(self.session_rows):
-            self.selected = self.session_rows[event.cursor_row]
+        key = self.session_rows.get(event.row_key.value)
+        if key is not None:
+            self.selected = key
             self.turn_key = None
             self.draw(force=True)
 
     @on(DataTable.RowSelected, "#turn")
     def turn_detail(self, event: DataTable.RowSelected) -> None:
-        if 0 <= event.cursor_row < len(self.turn_rows):
-            self.push_screen(DetailScreen(self.turn_rows[event.cursor_row]))
+        index = int(event.row_key.value)
+        if 0 <= index < len(self.turn_rows):
+            self.push_screen(DetailScreen(self.turn_rows[index]))
 
     @on(DataTable.RowSelected, "#errors")
     def error_detail(self, event: DataTable.RowSelected) -> None:
-        if 0 <= event.cursor_row < len(self.error_rows):
-            self.push_screen(DetailScreen(self.error_rows[event.cursor_row]))
+        record = self.error_rows.get(event.row_key.value)
+        if record is not None:
+            self.push_screen(DetailScreen(record))
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -478,6 +523,11 @@ class Dashboard(App):
     def action_reload(self) -> None:
         if self.runs:
             self.runs.stamp = None
+
+    def on_unmount(self) -> None:
+        close = getattr(self.source, "close", None)
+        if close:
+            close()
 
 
 def run_dashboard(source, runs: Path | None, interval: float) -> int:

@@ -21,6 +21,8 @@ DURATIONS_KEPT = 2_000  # per tool, for the mean and p95
 SERIES = 240  # points kept for a sparkline
 LIVE_CHARS = 16_000  # of a reply still streaming
 ERRORS_KEPT = 500
+TEXT_KEPT = 16_000  # characters of any one string in a record (the log keeps them all; the detail view says so)
+TRAIN_POINTS = 10_000
 ERROR_KINDS = {"error", "internal_error", "tool_exception", "memory_error"}
 HOST = socket.gethostname()
 
@@ -39,9 +41,45 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
+def _trim(value: Any, depth: int = 0) -> Any:
+    """The value with long strings cut and big or deep containers shortened: what one record may cost."""
+    if isinstance(value, str):
+        return value if len(value) <= TEXT_KEPT else \
+            value[:TEXT_KEPT] + f"… [{len(value) - TEXT_KEPT:,} more characters in the log]"
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        if depth > 8:
+            return "…"
+        return {str(k)[:200]: _trim(v, depth + 1) for k, v in list(value.items())[:200]}
+    if isinstance(value, list):
+        return "…" if depth > 8 else [_trim(v, depth + 1) for v in value[:200]]
+    return value
+
+
+def normalise(record: Any) -> dict | None:
+    """A record as the board keeps it: a str kind, a float ts (0 when absent or absurd), a dict data (anything
+    else is put under "value"), strings and containers cut to size. None when it is not a record at all."""
+    if not isinstance(record, dict) or not isinstance(record.get("kind"), str) or not record["kind"]:
+        return None
+    ts = _number(record.get("ts"))
+    data = record.get("data")
+    out = {k: _trim(v) for k, v in list(record.items())[:20] if k not in ("kind", "ts", "session", "worker", "data")}
+    out.update(kind=record["kind"][:100], ts=ts if ts is not None and 0 <= ts < 1e11 else 0.0,
+               session=str(record.get("session") or "?")[:200],
+               data=_trim(data) if isinstance(data, dict) else {} if data is None else {"value": _trim(data)})
+    if record.get("worker"):
+        out["worker"] = str(record["worker"])[:200]
+    return out
+
+
+def valid_pid(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 1 << 22 else None
+
+
 def one_line(text: Any, width: int = 120) -> str:
     text = text if isinstance(text, str) else json.dumps(text, ensure_ascii=False, default=repr)
-    text = " ".join(text.split())
+    text = " ".join(text[: width * 4].split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -59,7 +97,9 @@ def summary(record: dict, width: int = 120) -> str:
         return one_line(f"{data.get('name', '?')} {json.dumps(data.get('arguments', {}), ensure_ascii=False)}", width)
     if kind == "observation":
         mark = "ok" if data.get("ok", True) else "FAILED"
-        return one_line(f"{data.get('name', '?')} {mark} {data.get('seconds', 0):.2f}s: {data.get('text', '')}", width)
+        seconds = _number(data.get("seconds"))
+        took = f" {seconds:.2f}s" if seconds is not None else ""
+        return one_line(f"{data.get('name', '?')} {mark}{took}: {data.get('text', '')}", width)
     if kind in ("answer",):
         return one_line(data.get("text", ""), width)
     if kind == "error":
@@ -70,12 +110,13 @@ def summary(record: dict, width: int = 120) -> str:
                         f"{data.get('examples_total', 0)} examples, {data.get('candidates', 0)} candidates", width)
     if kind in ("internal_error", "tool_exception"):
         lines = str(data.get("traceback", "")).strip().splitlines()
-        return one_line((data.get("tool", "") + ": " if data.get("tool") else "") + (lines[-1] if lines else ""), width)
+        return one_line((f"{data['tool']}: " if data.get("tool") else "") + (lines[-1] if lines else ""), width)
     if kind == "resources":
         parts = [f"resident {human_bytes(data.get('rss_bytes'))}"]
         memory, box = data.get("memory"), data.get("sandbox")
         if isinstance(memory, dict):
-            parts.append(f"memory {memory['items']} item{'' if memory['items'] == 1 else 's'}" if "items" in memory
+            parts.append(f"memory {memory['items']} item{'' if memory['items'] == 1 else 's'}"
+                         if isinstance(memory.get("items"), int)
                          else f"memory {memory.get('state', '?')}")
         if isinstance(box, dict):
             parts.append(f"sandbox {box.get('layer') or 'not used yet'}")
@@ -153,6 +194,8 @@ class SessionView:
     resources: dict = field(default_factory=dict)
     errors: int = 0
     tokens_per_second: float | None = None
+    max_seq: int = -1  # of the local records added: one again (a log read twice) is dropped
+    matched: int = 0  # kept records that match the board's filter
 
     @property
     def key(self) -> tuple[str, str]:
@@ -176,7 +219,7 @@ class SessionView:
                 os.kill(self.pid, 0)
             except ProcessLookupError:
                 return "gone"  # ended without session_end: killed, or crashed
-            except PermissionError:
+            except (OSError, OverflowError):
                 pass
         if self.streaming:
             return "generating"
@@ -256,81 +299,19 @@ class TrainRun:
     ts: float = 0.0
 
 
-class Board:
-    def __init__(self, clock: Callable[[], float] = time.time):
-        self.clock = clock
-        self.sessions: dict[tuple[str, str], SessionView] = {}
-        self.filter = Filter()
+class Counts:
+    """The figures a filter narrows: tool stats, tokens/s, errors, the repair pass rate."""
+
+    def __init__(self):
         self.tools: dict[str, ToolStats] = {}
         self.rates: deque = deque(maxlen=SERIES)  # tokens/s of each reply, in arrival order
         self.errors: deque = deque(maxlen=ERRORS_KEPT)
         self.repairs = [0, 0]  # passed, total
-        self.benches: list[Bench] = []
-        self.train: dict[str, TrainRun] = {}  # from run folders and train_step records
-        self.workers: dict[str, dict] = {}  # from a telemetry server
-        self.records_seen = 0
-        self.version = 0  # bumped on every change the app should draw
 
-    # --- feeding ---------------------------------------------------------------------------------------
-
-    def add(self, records: Iterable[dict]) -> int:
-        added = 0
-        for record in records:
-            if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
-                continue
-            self._add(record)
-            added += 1
-        if added:
-            self.version += 1
-        return added
-
-    def _session(self, record: dict) -> SessionView:
-        key = key_of(record)
-        view = self.sessions.get(key)
-        if view is None:
-            view = self.sessions[key] = SessionView(*key)
-            if len(self.sessions) > MAX_SESSIONS:  # let the least recently active ended (else any) session go
-                ended = [s for s in self.sessions.values() if s.ended and s is not view]
-                victim = min(ended or [s for s in self.sessions.values() if s is not view], key=lambda s: s.last)
-                del self.sessions[victim.key]
-        return view
-
-    def _add(self, record: dict) -> None:
-        self.records_seen += 1
-        view = self._session(record)
-        kind, data = record["kind"], _data(record)
-        ts = _number(record.get("ts")) or 0.0
-        view.records.append(record)
-        view.seen += 1
-        view.last = max(view.last, ts)
-        if view.started is None or ts < view.started:
-            view.started = ts
-        if kind == "session_start":
-            view.model = str(data.get("model", ""))
-            view.workspace = str(data.get("workspace", ""))
-            view.pid = data.get("pid") if isinstance(data.get("pid"), int) else None
-            view.host = str(data.get("host", ""))
-        elif kind == "session_end":
-            view.ended = True
-            view.streaming, view.live = False, ""
-        elif kind == "user":
-            view.turns = max(view.turns, int(_number(data.get("turn")) or view.turns + 1))
-        elif kind == "model_output":
-            view.streaming, view.live = False, ""
-        elif kind == "resources":
-            view.resources = data
-        elif kind == "train_step":
-            self._train_point(str(data.get("run", view.label)), data, ts)
-        if kind in ERROR_KINDS:
-            view.errors += 1
-        if self.filter.matches(record):
-            self._count(record)
-
-    def _count(self, record: dict) -> None:
-        """The figures that follow the filter: tool stats, tokens/s, errors, repair pass rate."""
-        kind, data = record["kind"], _data(record)
+    def add(self, record: dict) -> None:
+        kind, data = record["kind"], record["data"]
         if kind == "observation":
-            stats = self.tools.setdefault(str(data.get("name", "?")), ToolStats())
+            stats = self.tools.setdefault(str(data.get("name", "?"))[:100], ToolStats())
             stats.calls += 1
             stats.ok += bool(data.get("ok", True))
             seconds = _number(data.get("seconds"))
@@ -340,23 +321,131 @@ class Board:
             rate = _number(data.get("tokens_per_second"))
             if rate is not None:
                 self.rates.append(rate)
-                self.sessions[key_of(record)].tokens_per_second = rate
         elif kind == "repair":
             self.repairs[0] += bool(data.get("passed"))
             self.repairs[1] += 1
         if kind in ERROR_KINDS:
             self.errors.append(record)
 
+
+class Board:
+    def __init__(self, clock: Callable[[], float] = time.time):
+        self.clock = clock
+        self.sessions: dict[tuple[str, str], SessionView] = {}
+        self.filter = Filter()
+        self.everything = Counts()  # always kept, over every record seen
+        self.filtered: Counts | None = None  # with a filter: over the kept records that match it
+        self.benches: list[Bench] = []
+        self.train: dict[str, TrainRun] = {}  # from run folders and train_step records
+        self.workers: dict[str, dict] = {}  # from a telemetry server
+        self.records_seen = 0
+        self.version = 0  # bumped on every change the app should draw
+
+    @property
+    def counts(self) -> Counts:
+        return self.filtered if self.filtered is not None else self.everything
+
+    @property
+    def tools(self) -> dict[str, ToolStats]:
+        return self.counts.tools
+
+    @property
+    def rates(self) -> deque:
+        return self.counts.rates
+
+    @property
+    def errors(self) -> deque:
+        return self.counts.errors
+
+    @property
+    def repairs(self) -> list[int]:
+        return self.counts.repairs
+
+    # --- feeding ---------------------------------------------------------------------------------------
+
+    def add(self, records: Iterable[Any]) -> int:
+        added = 0
+        for raw in records:
+            record = normalise(raw)
+            if record is not None and self._add(record):
+                added += 1
+        if added:
+            self.version += 1
+        return added
+
+    def _session(self, key: tuple[str, str]) -> SessionView:
+        view = self.sessions.get(key)
+        if view is None:
+            view = self.sessions[key] = SessionView(*key)
+            if len(self.sessions) > MAX_SESSIONS:  # let go of an ended session, else an idle one, else the oldest
+                now = self.clock()
+                others = [s for s in self.sessions.values() if s is not view]
+                ended = [s for s in others if s.ended]
+                quiet = [s for s in others if s.state(now) not in ("live", "generating")]
+                victim = min(ended or quiet or others, key=lambda s: s.last)
+                del self.sessions[victim.key]
+        return view
+
+    def _add(self, record: dict) -> bool:
+        key = key_of(record)
+        seq = record.get("seq")
+        local = not key[0] and isinstance(seq, int) and not isinstance(seq, bool)
+        view = self.sessions.get(key)
+        if local and view is not None and seq <= view.max_seq:
+            return False  # already here: a log read again from its start (replaced or cut)
+        view = view or self._session(key)
+        if local:
+            view.max_seq = seq
+        self.records_seen += 1
+        kind, data, ts = record["kind"], record["data"], record["ts"]
+        view.records.append(record)
+        view.seen += 1
+        view.last = max(view.last, ts)
+        if view.started is None or ts < view.started:
+            view.started = ts
+        if kind == "session_start":
+            view.model = str(data.get("model", ""))[:200]
+            view.workspace = str(data.get("workspace", ""))[:500]
+            view.pid = valid_pid(data.get("pid"))
+            view.host = str(data.get("host", ""))[:200]
+        elif kind == "session_end":
+            view.ended = True
+            view.streaming, view.live = False, ""
+        elif kind == "user":
+            turn = _number(data.get("turn"))
+            view.turns = int(turn) if turn is not None and 0 < turn < 1e9 else view.turns + 1
+        elif kind == "model_output":
+            view.streaming, view.live = False, ""
+            rate = _number(data.get("tokens_per_second"))
+            if rate is not None:
+                view.tokens_per_second = rate
+        elif kind == "resources":
+            view.resources = data
+        elif kind == "train_step":
+            self._train_point(str(data.get("run") or view.label)[:200], data, ts)
+        if kind in ERROR_KINDS:
+            view.errors += 1
+        self.everything.add(record)
+        if self.filtered is not None and self.filter.matches(record):
+            self.filtered.add(record)
+            view.matched += 1
+        return True
+
     def set_filter(self, text: str) -> None:
-        """Count again over the kept records, with the new filter."""
+        """A new filter: its figures are counted over the kept records that match (in time order); no filter
+        brings back the figures over everything seen."""
         self.filter = Filter(text)
-        self.tools, self.errors, self.repairs = {}, deque(maxlen=ERRORS_KEPT), [0, 0]
-        self.rates = deque(maxlen=SERIES)
-        kept = sorted((r for s in self.sessions.values() for r in s.records),
-                      key=lambda r: _number(r.get("ts")) or 0.0)
-        for record in kept:
-            if self.filter.matches(record):
-                self._count(record)
+        for view in self.sessions.values():
+            view.matched = 0
+        if not self.filter:
+            self.filtered = None
+        else:
+            self.filtered = Counts()
+            kept = sorted(((r, s) for s in self.sessions.values() for r in s.records), key=lambda p: p[0]["ts"])
+            for record, view in kept:
+                if self.filter.matches(record):
+                    self.filtered.add(record)
+                    view.matched += 1
         self.version += 1
 
     def stream(self, key: tuple[str, str], text: str, ended: bool) -> None:
@@ -372,15 +461,18 @@ class Board:
         self.version += 1
 
     def _train_point(self, name: str, data: dict, ts: float) -> None:
-        run = self.train.setdefault(name, TrainRun(name))
         step, loss = _number(data.get("step")), _number(data.get("loss"))
         if step is None or loss is None:
             return
+        run = self.train.setdefault(name, TrainRun(name))
         run.steps.append(step)
         run.loss.append(loss)
         ev = _number(data.get("eval_loss"))
         if ev is not None:
             run.eval_loss.append(ev)
+        if len(run.steps) > TRAIN_POINTS:
+            del run.steps[:-TRAIN_POINTS], run.loss[:-TRAIN_POINTS]
+        del run.eval_loss[:-TRAIN_POINTS]
         run.ts = max(run.ts, ts)
 
     def set_runs(self, benches: list[Bench], train: list[TrainRun]) -> None:
@@ -393,12 +485,10 @@ class Board:
     # --- reading -----------------------------------------------------------------------------------------
 
     def ordered_sessions(self) -> list[SessionView]:
-        """Most recently active first, the filter applied to what a session is (id, model, worker, workspace)
-        or to any of its kept records."""
+        """Most recently active first; with a filter, the sessions with a kept record that matches it (its
+        session_start says what the session is: model, workspace)."""
         views = sorted(self.sessions.values(), key=lambda s: s.last, reverse=True)
-        if not self.filter:
-            return views
-        return [s for s in views if any(self.filter.matches(r) for r in s.records)]
+        return [s for s in views if s.matched] if self.filter else views
 
     def newest_active(self) -> SessionView | None:
         """The session to follow: the most recently active one still running, else the most recent of all."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from assistant.errors import AssistantError
 from assistant.tui.board import Bench, TrainRun
 
 RECENT_FILES = 50  # logs read at start (the newest by change time); later ones are followed as they appear
-TAIL_BYTES = 4 << 20  # of an old log read at start: its newest records
+TAIL_BYTES = 1 << 20  # of a log read at start: its newest records
 READ_CHUNK = 8 << 20  # read per file per poll, so one huge file cannot stall the others
 
 
@@ -28,56 +29,84 @@ class Polled:
     streams: list[tuple[tuple[str, str], str, bool]] = field(default_factory=list)  # (session key, text, ended)
     workers: dict | None = None
     note: str = ""  # something to say in the status line (bad lines, a server that went away)
+    more: bool = False  # a slice of a bigger read: more follows at once
 
 
-@dataclass
 class _Tail:
-    """A file read up to `offset`; `partial` is a line not finished yet."""
+    """A file read up to `offset`, which is always just after a newline: an unfinished last line is read again
+    next time rather than kept, so a log cut back to its last whole line (audit.py does so after a crash) and
+    then appended to reads right. A file replaced, or cut below the offset, is read again from its start (the
+    board drops records it already has)."""
 
-    offset: int = 0
-    inode: int = 0
-    partial: bytes = b""
-    session: str = ""  # the session its records name (for the .live file beside it)
+    def __init__(self):
+        self.offset = 0
+        self.inode = 0
+        self.skipping = False  # inside a line longer than READ_CHUNK: dropped up to its end
+        self.error = ""
+
+    def at_end(self, path: Path) -> "_Tail":
+        """Only what is appended from now on."""
+        try:
+            st = path.stat()
+            self.inode, self.offset = st.st_ino, st.st_size
+        except OSError:
+            pass
+        return self
 
     def read(self, path: Path, *, start_tail: int | None = None) -> list[bytes]:
-        """The complete lines appended since the last read ([] when none or when the file is gone)."""
+        """The complete lines appended since the last read; [] when none, or when the file is gone or is not a
+        regular file (`error` says why)."""
+        self.error = ""
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO in its place must not hang the reader
         except OSError:
             return []
         try:
             st = os.fstat(fd)
-            if st.st_ino != self.inode or st.st_size < self.offset:  # replaced or cut: read it again from the top
-                self.inode, self.offset, self.partial = st.st_ino, 0, b""
+            if not stat.S_ISREG(st.st_mode):
+                self.error = f"{path.name} is not a regular file"
+                return []
+            if st.st_ino != self.inode or st.st_size < self.offset:
+                self.inode, self.offset, self.skipping = st.st_ino, 0, False
                 if start_tail is not None and st.st_size > start_tail:
                     self.offset = st.st_size - start_tail
-                    self.partial = None  # the first line read is a piece of one: drop it
-            if st.st_size == self.offset:
+                    # Unless the tail starts just after a newline, its first line is a piece of one.
+                    self.skipping = os.pread(fd, 1, self.offset - 1) != b"\n"
+            if st.st_size <= self.offset:
                 return []
             data = os.pread(fd, min(st.st_size - self.offset, READ_CHUNK), self.offset)
+        except OSError as exc:
+            self.error = f"cannot read {path.name}: {exc.strerror}"
+            return []
         finally:
             os.close(fd)
-        self.offset += len(data)
-        if self.partial is None:
-            cut = data.find(b"\n")
-            data, self.partial = (data[cut + 1:], b"") if cut >= 0 else (b"", None)
-        data = self.partial + data
-        lines = data.split(b"\n")
-        self.partial = lines.pop()
+        end = data.rfind(b"\n")
+        if end < 0:
+            if len(data) >= READ_CHUNK:  # one line longer than a whole chunk: not worth holding
+                self.offset += len(data)
+                self.skipping = True
+            return []
+        self.offset += end + 1
+        lines = data[:end].split(b"\n")
+        if self.skipping:
+            lines, self.skipping = lines[1:], False
         return [line for line in lines if line.strip()]
 
 
 class LogFollower:
     """Follows the audit logs of a folder (default <home>/logs), or one log file: new records and new files as
-    they appear, a line only once it is complete. The `.live` file beside a log carries its streamed text."""
+    they appear, a line only once it is complete. `<session>.live` beside a log carries a session's streamed
+    reply (logs/live.py)."""
 
     def __init__(self, target: str | os.PathLike, *, recent: int = RECENT_FILES, tail_bytes: int = TAIL_BYTES):
         self.target = Path(target).expanduser()
         if not self.target.exists():
             raise SourceError(f"{self.target} does not exist (the audit logs are in <home>/logs; pass --logs)")
+        self.folder = self.target.parent if self.target.is_file() else self.target
         self.recent, self.tail_bytes = recent, tail_bytes
         self.logs: dict[Path, _Tail] = {}
-        self.lives: dict[Path, _Tail] = {}
+        self.lives: dict[str, _Tail] = {}  # by session id
+        self.known: set[str] = set()  # sessions seen and not ended: their .live file may appear at any time
         self.started = False
         self.bad_lines = 0
 
@@ -89,16 +118,23 @@ class LogFollower:
         if self.target.is_file():
             return [self.target]
         try:
-            found = [p for p in self.target.iterdir() if p.suffix == ".jsonl" and p.is_file()]
+            found = [p for p in self.target.iterdir() if p.suffix == ".jsonl"]
         except OSError as exc:
             raise SourceError(f"cannot list {self.target}: {exc.strerror}") from None
-        if not self.started:
-            found = sorted(found, key=_mtime)[-self.recent:]
+        for gone in set(self.logs) - set(found):
+            del self.logs[gone]
+        if not self.started:  # the newest logs are read; the others only from where they end now
+            newest = set(sorted(found, key=_mtime)[-self.recent:])
+            for path in found:
+                if path not in newest:
+                    self.logs[path] = _Tail().at_end(path)
         return found
 
     def poll(self) -> Polled:
         out = Polled()
         first = not self.started
+        problems = []
+        ended: set[str] = set()
         for path in self._files():
             tail = self.logs.get(path)
             if tail is None:
@@ -111,25 +147,37 @@ class LogFollower:
                     continue
                 if isinstance(record, dict):
                     out.records.append(record)
-                    tail.session = str(record.get("session") or tail.session)
-            self._stream(path, tail, out, first)
+                    session = record.get("session")
+                    if isinstance(session, str) and session:
+                        if record.get("kind") == "session_end":
+                            ended.add(session)
+                        else:
+                            self.known.add(session)
+            if tail.error:
+                problems.append(tail.error)
         self.started = True
+        for session in sorted(self.known):
+            self._stream(session, out, first)
+        self.known -= ended
+        for session in ended:  # what it streamed last is over; its file is gone with it
+            self.lives.pop(session, None)
         out.records.sort(key=lambda r: r.get("ts") if isinstance(r.get("ts"), (int, float)) else 0)
         if self.bad_lines:
-            out.note = f"{self.bad_lines} lines that are not JSON skipped"
+            problems.append(f"{self.bad_lines} lines that are not JSON skipped")
+        out.note = "; ".join(problems)
         return out
 
-    def _stream(self, log: Path, tail: _Tail, out: Polled, first: bool) -> None:
-        if not tail.session:  # no record names the session yet: read its stream once one does
+    def _stream(self, session: str, out: Polled, first: bool) -> None:
+        if "/" in session or session.startswith("."):
             return
-        live = log.with_suffix(".live")
-        state = self.lives.get(live)
+        live = self.folder / f"{session}.live"
+        state = self.lives.get(session)
         if state is None:
             if not live.exists():
                 return
-            state = self.lives[live] = _Tail()
+            state = self.lives[session] = _Tail()
         text: list[str] = []
-        key = ("", tail.session)
+        key = ("", session)
         for line in state.read(live, start_tail=64 << 10 if first else None):
             try:
                 piece = json.loads(line)
@@ -156,7 +204,7 @@ def _mtime(path: Path) -> float:
 class RemoteFeed:
     """Polls a telemetry server's GET /events?since=N. TELEMETRY_PASS, when set, is sent as the bearer token."""
 
-    def __init__(self, url: str, password: str | None = None, *, timeout: float = 5.0):
+    def __init__(self, url: str, password: str | None = None, *, timeout: float = 3.0):
         import httpx
 
         from assistant.telemetry import PASS_ENV, check_password
@@ -296,8 +344,9 @@ class RunsWatcher:
         stamp = tuple(sorted((str(p), _mtime(p)) for pat in patterns for p in self.root.glob(pat)))
         if stamp == self.stamp:
             return None
-        self.stamp = stamp
-        return read_runs(self.root)
+        found = read_runs(self.root)
+        self.stamp = stamp  # only once read: a failed read is tried again
+        return found
 
 
 def wait(stop, seconds: float) -> bool:

@@ -36,7 +36,8 @@ def observations(events):
 
 
 def audit_kinds(session):
-    return [r["kind"] for r in read_records(session.audit.path)]
+    """The kinds the turn wrote, without the resources record each turn ends with (a gauge for the dashboard)."""
+    return [r["kind"] for r in read_records(session.audit.path) if r["kind"] != "resources"]
 
 
 # --- row: malformed tool call (truncated JSON, wrong types, unknown tool, 1 MB of arguments, two calls fused) ----

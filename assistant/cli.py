@@ -273,10 +273,11 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
     mem.add_argument("action", nargs="?", default="list", choices=("list", "search", "forget"))
     mem.add_argument("rest", nargs="*", help="search: the query; forget: a note's number from `memory list`")
 
-    from assistant.plugins import collect, dedupe
+    from assistant.plugins import collect, dedupe, train
 
     dedupe.add_parser(sub, shared)
     collect.add_parser(sub, shared)
+    train.add_parser(sub, shared)
 
     dash = sub.add_parser(
         "dashboard", formatter_class=argparse.RawDescriptionHelpFormatter,

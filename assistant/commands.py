@@ -19,7 +19,7 @@ from assistant.home import home, models_dir, subdir
 def run(args, settings) -> int:
     handler = {"models": models, "audit": audit, "config": config, "doctor": doctor, "bench": bench,
                "repair": repair, "index": index, "search": search, "memory": memory, "dedupe": dedupe,
-               "collect": collect, "telemetry": telemetry, "dashboard": dashboard}[args.command]
+               "collect": collect, "telemetry": telemetry, "dashboard": dashboard, "train": train}[args.command]
     return handler(args, settings)
 
 
@@ -141,6 +141,12 @@ def dashboard(args, settings) -> int:
     return run_dashboard(source, runs, args.interval)
 
 
+def train(args, settings) -> int:
+    from assistant.plugins.train import run
+
+    return run(args, settings)
+
+
 def collect(args, settings) -> int:
     from assistant.plugins.collect import run
 
@@ -169,6 +175,23 @@ def models(args, settings) -> int:
         for done in sorted(hf.glob("*/*/.complete")) if hf.exists() else []:
             repo = done.parent.parent.name.replace("--", "/", 1)
             print(f"{'hf:' + repo:<16} {'yes':<7} {done.parent}")
+        from assistant.plugins.train import trained_models
+
+        trained = trained_models()
+        if trained:
+            print("\ntrained here (assistant train; use with --model PATH):")
+            for path, info in sorted(trained.items(), key=lambda kv: kv[1].get("finished") or 0):
+                figures = [f"from {info.get('base_model')}", f"{info.get('steps')} steps"]
+                if isinstance(info.get("eval_loss"), (int, float)):
+                    before = info.get("eval_loss_before")
+                    figures.append(f"held-out loss {before:.3f} -> {info['eval_loss']:.3f}"
+                                   if isinstance(before, (int, float)) else f"held-out loss {info['eval_loss']:.3f}")
+                elif isinstance(info.get("train_loss"), (int, float)):
+                    figures.append(f"training loss {info['train_loss']:.3f}")
+                for key, label in (("agent_pass", "agent pass@1"), ("raw_pass", "raw pass@1")):
+                    if isinstance(info.get(key), (int, float)):
+                        figures.append(f"{label} {info[key]:.1%}")
+                print(f"  {path}  ({', '.join(figures)})")
         print(f"\nconfigured: {settings.model}   cache: {models_dir()}")
         return 0
     if args.action == "pull":

@@ -23,6 +23,7 @@ BUILTIN_PLUGINS = (
     "assistant.plugins.context7",
     "assistant.plugins.dedupe",
     "assistant.plugins.collect",
+    "assistant.plugins.train",
     "assistant.plugins.approval",
     "assistant.models.builtin",
 )

@@ -278,6 +278,33 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
     dedupe.add_parser(sub, shared)
     collect.add_parser(sub, shared)
     train.add_parser(sub, shared)
+    imp = sub.add_parser(
+        "improve", parents=[shared], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="one turn of the self-improvement loop: samples -> dedupe -> decontaminate -> train -> evaluate -> promote",
+        description="Build a dataset from the audit logs (repair runs whose code passed, answers marked with /accept)\n"
+        "and from `collect` on --source folders; dedupe it; remove what overlaps HumanEval; train the current\n"
+        "model on it; measure old and new on the held-out half of HumanEval (HumanEval/1, /3, ...; never trained\n"
+        "on); promote the new one (`--model improved`) only if it does better. Everything lands in\n"
+        "<home>/runs/improve/STAMP/ with report.md. The evaluations resume if interrupted (same command, --out).",
+        epilog="examples:\n"
+        "  assistant improve --source ~/src --steps 200                       a full iteration (hours on a CPU)\n"
+        "  assistant improve --source ~/src --steps 50 --eval-limit 10 --candidates 2   a quick look\n"
+        "  assistant --model improved                                         use the promoted model")
+    imp.add_argument("--source", action="append", default=[], metavar="PATH",
+                     help="a folder to collect samples from (repeat it)")
+    imp.add_argument("--stack", default="python", help="what to collect (default python)")
+    imp.add_argument("--max", dest="max_samples", type=int, default=400, metavar="N", help="samples to collect (400)")
+    imp.add_argument("--no-logs", dest="use_logs", action="store_false", help="leave the audit logs out")
+    imp.add_argument("--base-model", default="", metavar="M", help="the model to improve (default: the promoted one, "
+                     "else --model)")
+    imp.add_argument("--steps", type=int, default=100, metavar="N", help="training steps (default 100)")
+    imp.add_argument("--lora-r", type=int, default=0, metavar="R", help="LoRA rank; 0 = full fine-tuning (default)")
+    imp.add_argument("--learning-rate", type=float, default=0.0, metavar="LR")
+    imp.add_argument("--batch-size", type=int, default=4, metavar="B")
+    imp.add_argument("--eval-limit", type=int, metavar="N", help="only the first N held-out problems (default all 82)")
+    imp.add_argument("--candidates", type=int, default=4, metavar="N", help="best-of-N in the evaluation (default 4)")
+    imp.add_argument("--ngram", type=int, default=13, metavar="N", help="decontamination n-gram length (default 13)")
+    imp.add_argument("--out", metavar="DIR", help="the iteration's folder (default <home>/runs/improve/STAMP)")
 
     dash = sub.add_parser(
         "dashboard", formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -19,7 +19,7 @@ from assistant.home import home, models_dir, subdir
 def run(args, settings) -> int:
     handler = {"models": models, "audit": audit, "config": config, "doctor": doctor, "bench": bench,
                "repair": repair, "index": index, "search": search, "memory": memory, "dedupe": dedupe,
-               "collect": collect, "telemetry": telemetry, "dashboard": dashboard, "train": train}[args.command]
+               "collect": collect, "telemetry": telemetry, "dashboard": dashboard, "train": train, "improve": improve}[args.command]
     return handler(args, settings)
 
 
@@ -145,6 +145,19 @@ def train(args, settings) -> int:
     from assistant.plugins.train import run
 
     return run(args, settings)
+
+
+def improve(args, settings) -> int:
+    from assistant.improve import ImproveConfig, improve as run_loop
+
+    if args.steps < 1 or (args.eval_limit is not None and args.eval_limit < 1) or args.candidates < 1 or args.ngram < 4:
+        raise AssistantError("--steps, --eval-limit and --candidates must be at least 1, --ngram at least 4")
+    cfg = ImproveConfig(sources=args.source, stack=args.stack, max_samples=args.max_samples, use_logs=args.use_logs,
+                        base_model=args.base_model, steps=args.steps, lora_r=args.lora_r,
+                        learning_rate=args.learning_rate, batch_size=args.batch_size, eval_limit=args.eval_limit,
+                        candidates=args.candidates, ngram=args.ngram, out_dir=args.out or "")
+    report = run_loop(settings, cfg)
+    return 0
 
 
 def collect(args, settings) -> int:

@@ -136,12 +136,22 @@ class BenchConfig:
     candidates: int = 4
     max_new_tokens: int = 256
     leaky: bool = False
+    half: str = ""  # "": all 164; "heldout": HumanEval/1, /3, ... (the improve loop's yardstick); "train": the others
+
+    def task_ids(self, ids: list[str]) -> list[str]:
+        if self.half not in HALVES:
+            raise AssistantError(f"unknown half {self.half!r}: heldout or train")
+        chosen = [t for i, t in enumerate(ids) if self.half == "" or (i % 2 == 1) == (self.half == "heldout")]
+        return chosen[: self.limit] if self.limit else chosen
 
     def key(self, model_name: str) -> str:
         blob = json.dumps({"v": VERSION, "model": model_name, "iters": self.iters, "candidates": self.candidates,
                            "max_new_tokens": self.max_new_tokens, "leaky": self.leaky}, sort_keys=True)
         label = "leaky-" if self.leaky else ""
         return f"{label}{_slug(model_name)}-c{self.candidates}-i{self.iters}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+
+
+HALVES = ("", "heldout", "train")
 
 
 def _slug(text: str) -> str:
@@ -257,7 +267,9 @@ def load_results(run_dir: Path) -> list[dict]:
 
 
 def bench_humaneval(settings, cfg: BenchConfig, *, out=None, runs_root: Path | None = None,
-                    command: str = "") -> int:
+                    command: str = "", summary: dict | None = None) -> int:
+    """Run (or resume) the benchmark; prints the table, writes the run folder, and fills `summary` (when given)
+    with the figures."""
     from assistant import sandbox
     from assistant.home import subdir
     from assistant.loader import load_plugins
@@ -265,7 +277,7 @@ def bench_humaneval(settings, cfg: BenchConfig, *, out=None, runs_root: Path | N
 
     out = out or sys.stdout
     probs = problems()
-    ids = list(probs)[: cfg.limit] if cfg.limit else list(probs)
+    ids = cfg.task_ids(list(probs))
     loaded = load_model(settings, load_plugins())
     loaded.wait()
     root = runs_root or subdir("runs") / "humaneval"
@@ -311,7 +323,10 @@ def bench_humaneval(settings, cfg: BenchConfig, *, out=None, runs_root: Path | N
     results = [r for r in load_results(run_dir) if r["task_id"] in ids]
     s = summarize(results, len(ids))
     text = table(s, leaky=cfg.leaky, command=command or "assistant bench humaneval")
-    (run_dir / "summary.json").write_text(json.dumps({**s, "leaky": cfg.leaky, "command": command}, indent=2))
+    (run_dir / "summary.json").write_text(json.dumps({**s, "leaky": cfg.leaky, "half": cfg.half, "command": command},
+                                                     indent=2))
+    if summary is not None:
+        summary.update(s, run_dir=str(run_dir), model=model.name)
     (run_dir / "summary.md").write_text(text + "\n")
     bars = [("raw", s["raw"], s["done"]), ("agent (leaky)" if cfg.leaky else "agent", s["agent"], s["done"])]
     # The same settings with the other feedback, when that run covers the same problems: one chart with both.

@@ -644,3 +644,15 @@ def register_commands(register):
             return f"error: {exc}"
 
     register("train", train_command, "fine-tune the model on samples: /train DATA OUT_DIR [STEPS]")
+
+    def accept_command(args: str, session) -> str:
+        """/accept: mark the last turn's answer as good; `assistant improve` learns from accepted answers."""
+        from assistant.events import Meta
+
+        turn = session.agent.turns
+        if not turn:
+            return "nothing to accept yet: ask something first"
+        session.registry.hook.on_event(event=Meta("accepted", {"turn": turn}))
+        return f"turn {turn} accepted: `assistant improve` will learn from it"
+
+    register("accept", accept_command, "mark the last answer as good, for `assistant improve`")

@@ -18,10 +18,14 @@ PAIRS = [(f"what is {a} plus {b}", f"{a} plus {b} is {a + b}") for a in range(6)
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+def make_tiny_model(folder: Path) -> Path:
+    """A 2-layer Llama (about 30k parameters) and a word-level tokenizer with a chat template, saved in folder."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny-model")
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     words = [w for q, a in PAIRS for w in (q, a)] + ["user : assistant :"]

@@ -88,13 +88,20 @@ def resolve(spec: str, settings: Any, factories: dict[str, Any]) -> tuple[str, A
         return spec, lambda: factories[prefix](rest, settings)
     if spec in REGISTRY:
         return spec, lambda: factories["registry"](spec, settings)
+    if spec == "improved":  # the model `assistant improve` promoted last
+        from assistant.improve import current_promoted
+
+        promoted = current_promoted()
+        if promoted is None:
+            raise ModelError("no improved model yet: `assistant improve` promotes one when it beats the old one")
+        spec = promoted["path"]
     path = Path(spec).expanduser()
     if path.is_dir() or (path.is_file() and path.suffix == ".gguf"):
         return path.name, lambda: factories["transformers"](str(path), settings)
     known = ", ".join(sorted(REGISTRY))
     raise ModelError(
         f"unknown model {spec!r}: not a model folder, a .gguf file, a registry name ({known}), "
-        "or a prefixed spec (openai:URL, ollama:NAME, hf:ORG/NAME, llamacpp:FILE.gguf, scripted:FILE)"
+        "`improved`, or a prefixed spec (openai:URL, ollama:NAME, hf:ORG/NAME, llamacpp:FILE.gguf, scripted:FILE)"
     )
 
 

@@ -272,9 +272,10 @@ def read_runs(root: Path) -> tuple[list[Bench], list[TrainRun]]:
     humaneval: dict[str, list[tuple[float, dict]]] = {}
     for path in _newest(root.glob("humaneval/*/summary.json")):
         data = _json(path)
-        if data and data.get("done"):
-            humaneval.setdefault("HumanEval (leaky)" if data.get("leaky") else "HumanEval", []).append(
-                (_mtime(path), data))
+        if data and isinstance(data.get("done"), int) and data["done"] > 0:
+            name = "HumanEval" + (" held-out half" if data.get("half") == "heldout" else "") + \
+                (" (leaky)" if data.get("leaky") else "")
+            humaneval.setdefault(name, []).append((_mtime(path), data))
     for name, runs in humaneval.items():
         ts, last = runs[-1]
         benches.append(Bench(f"{name} raw", last.get("raw", 0) / last["done"], f"{last.get('raw', 0)}/{last['done']}",

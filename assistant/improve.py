@@ -16,8 +16,9 @@ from pathlib import Path
 
 from assistant.errors import AssistantError
 
-NGRAM = 13  # tokens: GPT-3's decontamination length; short enough to catch a copied docstring, long enough to
-# let common code idioms ("for i in range ( len ( xs ) ) :") through
+NGRAM = 13  # words (punctuation left out), GPT-3's decontamination length: a copied docstring or solution
+# shares many; common code idioms do not (with punctuation counted as tokens, `str) -> list[str]: """ return`
+# and `key=lambda x: x[1], reverse=True` matched unrelated library code: measured on 300 site-packages samples)
 
 
 @dataclass
@@ -110,7 +111,7 @@ def audit_samples(logs: Path) -> tuple[list[dict], dict]:
 
 # --- decontamination ------------------------------------------------------------------------------------------
 
-TOKEN = re.compile(r"\w+|[^\w\s]")
+TOKEN = re.compile(r"\w+")
 
 
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:

@@ -51,8 +51,14 @@ def test_decontamination_removes_a_planted_humaneval_prompt(tmp_path):
     assert report["samples"][0]["line"] == 2 and len(report["samples"][0]["ngram"].split()) == 13
 
 
-def test_ngrams_split_code_into_words_and_symbols():
-    assert ngrams("for x in xs:", 3) == {("for", "x", "in"), ("x", "in", "xs"), ("in", "xs", ":")}
+def test_ngrams_are_of_words_so_code_idioms_do_not_match():
+    assert ngrams("for x in xs: (y)", 3) == {("for", "x", "in"), ("x", "in", "xs"), ("in", "xs", "y")}
+    from assistant.improve import humaneval_index
+
+    index = humaneval_index(13)
+    idioms = ['def f(names: str) -> list[str]:\n    """Split."""\n    return sorted(d.items(), key=lambda x: x[1], '
+              'reverse=True)', "values = [1.0, 2.0, 3.0, 4.0, 5.0, 2.0]"]
+    assert not any(g in index for text in idioms for g in ngrams(text, 13))
 
 
 def test_promotion_needs_a_better_score_on_the_same_problems():

@@ -404,6 +404,8 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
     he.add_argument("--candidates", type=int, default=4, metavar="N",
                     help="best-of-N: the greedy candidate plus N-1 sampled ones (default 4)")
     he.add_argument("--leaky", action="store_true", help="use the hidden tests as feedback (labelled leaky)")
+    he.add_argument("--half", choices=("heldout", "train"), default="",
+                    help="only HumanEval/1, /3, ... (heldout: what `assistant improve` measures) or the others")
     he.add_argument("--out", metavar="DIR", help="where run folders go (default <home>/runs/humaneval)")
     return parser
 

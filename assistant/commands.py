@@ -520,7 +520,8 @@ def bench(args, settings) -> int:
     if args.action == "humaneval":
         from assistant.humaneval import BenchConfig, bench_humaneval
 
-        cfg = BenchConfig(limit=args.limit, iters=args.iters, candidates=args.candidates, leaky=args.leaky)
+        cfg = BenchConfig(limit=args.limit, iters=args.iters, candidates=args.candidates, leaky=args.leaky,
+                          half=args.half)
         if getattr(args, "max_new_tokens", None):
             cfg.max_new_tokens = args.max_new_tokens
         return bench_humaneval(settings, cfg, runs_root=Path(args.out) if args.out else None, command=command)

@@ -108,3 +108,13 @@ def test_one_iteration_end_to_end_and_a_lower_score_is_not_promoted(tmp_path, is
     assert report["promoted"]
     name, _factory = resolve("improved", settings, {"transformers": lambda path, s: path})
     assert name == "model" and _factory() == str(tmp_path / "it2" / "model")
+
+
+def test_the_held_out_half_is_every_other_problem_and_never_the_training_half():
+    from assistant.humaneval import BenchConfig, problems
+
+    ids = list(problems())
+    held, rest = BenchConfig(half="heldout").task_ids(ids), BenchConfig(half="train").task_ids(ids)
+    assert len(held) == len(rest) == 82 and not set(held) & set(rest)
+    assert held[:3] == ["HumanEval/1", "HumanEval/3", "HumanEval/5"]
+    assert BenchConfig(half="heldout", limit=10).task_ids(ids) == held[:10]

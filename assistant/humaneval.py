@@ -280,6 +280,9 @@ def bench_humaneval(settings, cfg: BenchConfig, *, out=None, runs_root: Path | N
     ids = cfg.task_ids(list(probs))
     loaded = load_model(settings, load_plugins())
     loaded.wait()
+    trained = Path(settings.model).expanduser() / "train_info.json"
+    if trained.is_file():  # `assistant train` output folders are often named alike: results are kept per training
+        loaded.name = f"{loaded.name}-{hashlib.sha256(trained.read_bytes()).hexdigest()[:8]}"
     root = runs_root or subdir("runs") / "humaneval"
     root.mkdir(parents=True, exist_ok=True)
     model = CachedModel(loaded, root / "generations.jsonl")

@@ -118,3 +118,25 @@ def test_the_held_out_half_is_every_other_problem_and_never_the_training_half():
     assert len(held) == len(rest) == 82 and not set(held) & set(rest)
     assert held[:3] == ["HumanEval/1", "HumanEval/3", "HumanEval/5"]
     assert BenchConfig(half="heldout", limit=10).task_ids(ids) == held[:10]
+
+
+def test_trained_models_of_the_same_folder_name_keep_apart_in_the_benchmark(tmp_path, workspace):
+    """Every iteration's model folder is named alike: the benchmark must not hand one model's cached generations
+    and results to the next."""
+    from test_train import make_tiny_model
+
+    from assistant.config import load_settings
+    from assistant.humaneval import BenchConfig, bench_humaneval
+
+    runs = tmp_path / "runs"
+    for n in (1, 2):
+        folder = tmp_path / f"iteration-{n}" / "model"
+        folder.mkdir(parents=True)
+        make_tiny_model(folder)
+        (folder / "train_info.json").write_text(json.dumps({"iteration": n}))
+        settings = load_settings({"model": str(folder), "workspace": str(workspace), "memory": False,
+                                  "constrain": False})  # a word-level tokenizer: no grammar
+        bench_humaneval(settings, BenchConfig(limit=1, candidates=1, iters=0, max_new_tokens=8), runs_root=runs,
+                        command="test")
+    folders = [p.name for p in runs.iterdir() if p.is_dir()]
+    assert len(folders) == 2 and all(name.startswith("model-") for name in folders), folders

@@ -156,7 +156,7 @@ def improve(args, settings) -> int:
                         base_model=args.base_model, steps=args.steps, lora_r=args.lora_r,
                         learning_rate=args.learning_rate, batch_size=args.batch_size, eval_limit=args.eval_limit,
                         candidates=args.candidates, ngram=args.ngram, out_dir=args.out or "")
-    report = run_loop(settings, cfg)
+    run_loop(settings, cfg)  # the report says whether the new model was promoted
     return 0
 
 

@@ -446,7 +446,7 @@ def register_trained(out: Path, info: dict) -> None:
     except (OSError, ValueError):
         known = {}
     known[str(out)] = {k: info.get(k) for k in ("base_model", "steps", "train_loss", "eval_loss", "eval_loss_before",
-                                                "finished")}
+                                                "finished", "agent_pass", "raw_pass")}
     tmp = index.with_suffix(".tmp")
     tmp.write_text(json.dumps(known, indent=2))
     os.replace(tmp, index)

@@ -100,6 +100,10 @@ def test_one_iteration_end_to_end_and_a_lower_score_is_not_promoted(tmp_path, is
     assert report["dedupe"]["before"] >= 12 and report["decontaminate"]["kept"] >= 12
     assert report["train"]["steps"] == 4 and (tmp_path / "it1" / "model" / "config.json").exists()
     assert not report["promoted"] and not (isolated_home / "models" / "promoted.json").exists()
+    from assistant.plugins.train import trained_models
+
+    listed = trained_models()[str(tmp_path / "it1" / "model")]
+    assert listed["agent_pass"] == 0.25 and listed["raw_pass"] == 0.25  # what `assistant models list` shows
     assert "not promoted" in (tmp_path / "it1" / "report.md").read_text()
     with pytest.raises(Exception, match="no improved model yet"):
         resolve("improved", settings, {})

@@ -51,7 +51,7 @@ MALFORMED = {
                              "invalid arguments for run_command: argument timeout: 'soon' is not of type 'integer'"),
     "unknown-tool": (call("delete_everything", path="/"),
                      "unknown tool 'delete_everything'; the tools are: collect_samples, context7, dedupe, edit_file, list_files, read_file, "
-                     "repair, run_command, run_python, search, write_file"),
+                     "repair, run_command, run_python, search, train, write_file"),
     "1-mb-of-arguments": (call("write_file", path="t.txt", content="x" * 2**20),
                           f"arguments of write_file are too large ({2**20 + 32} bytes; the limit is 65536)"),
     "two-calls-fused": ('{"name": "write_file", "arguments": {"path": "t.txt", "content": "A"}'

@@ -76,7 +76,9 @@ def test_full_fine_tuning_lowers_the_loss_and_leaves_a_usable_model(tiny_model, 
     from assistant.tui.sources import read_train
 
     assert str(out) in trained_models()
-    assert read_train(isolated_home / "runs" / "train")[0].loss[-1] == pytest.approx(result.train_loss, abs=1e-4)
+    drawn = read_train(isolated_home / "runs" / "train")[0]
+    assert drawn.loss[-1] == pytest.approx(result.train_loss, abs=1e-4)
+    assert drawn.eval_loss[-1] == pytest.approx(result.eval_loss, abs=1e-4)  # the dashboard shows it too
     model = AutoModelForCausalLM.from_pretrained(out)
     assert sum(p.numel() for p in model.parameters()) > 0
 

@@ -309,7 +309,8 @@ def read_runs(root: Path) -> tuple[list[Bench], list[TrainRun]]:
 
 
 def read_train(folder: Path) -> list[TrainRun]:
-    """Training runs: <folder>/<run>/metrics.jsonl, a line per logged step: {"step", "loss"[, "eval_loss"]}."""
+    """Training runs: <folder>/<run>/metrics.jsonl, a line per logged step: {"step", "loss"} and {"step",
+    "eval_loss"} (either may carry both)."""
     runs = []
     for path in _newest(folder.glob("*/metrics.jsonl")):
         run = TrainRun(path.parent.name, ts=_mtime(path))
@@ -322,12 +323,13 @@ def read_train(folder: Path) -> list[TrainRun]:
                 point = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(point, dict) and isinstance(point.get("loss"), (int, float)) \
-                    and isinstance(point.get("step"), (int, float)):
+            if not isinstance(point, dict) or not isinstance(point.get("step"), (int, float)):
+                continue
+            if isinstance(point.get("loss"), (int, float)):
                 run.steps.append(point["step"])
                 run.loss.append(point["loss"])
-                if isinstance(point.get("eval_loss"), (int, float)):
-                    run.eval_loss.append(point["eval_loss"])
+            if isinstance(point.get("eval_loss"), (int, float)):  # on a line of its own (assistant train) or not
+                run.eval_loss.append(point["eval_loss"])
         runs.append(run)
     return runs
 

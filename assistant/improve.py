@@ -195,7 +195,6 @@ def promote(model_dir: Path, figures: dict, previous: str) -> None:
 class Stages:
     def __init__(self, total: int, out):
         self.total, self.n, self.out = total, 0, out
-        self.started = time.monotonic()
         self.times: dict[str, float] = {}
         self.current = ""
         self.mark = time.monotonic()

@@ -207,8 +207,7 @@ def choose_precision(precision: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     # bf16 autocast on the CPU: about 1.7x fp32 where the CPU has bf16 instructions (AVX-512 BF16, AMX).
-    return "bf16" if getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")() in ("AVX512", "AMX") \
-        and _cpu_has_bf16() else "fp32"
+    return "bf16" if _cpu_has_bf16() else "fp32"
 
 
 def _cpu_has_bf16() -> bool:

@@ -229,6 +229,8 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
     out.add_argument("--standalone", action="store_true", help="print a runnable script with a command line")
     rep.add_argument("--clean-doc", action="store_true", default=None, help="drop the examples from the docstring")
     rep.add_argument("--out-dir", metavar="DIR", help="with --profile save: where (default <workspace>/generated)")
+    rep.add_argument("--program", metavar="FILE", help="the prompts of a program compiled by `assistant optimize` "
+                     "(default: the hand-written ones)")
     rep.add_argument("--suite", action="store_true", help="run the sanity suite (about 10 everyday tasks) and "
                      "grade each result with hidden tests")
 
@@ -305,6 +307,40 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
     imp.add_argument("--candidates", type=int, default=4, metavar="N", help="best-of-N in the evaluation (default 4)")
     imp.add_argument("--ngram", type=int, default=13, metavar="N", help="decontamination n-gram length (default 13)")
     imp.add_argument("--out", metavar="DIR", help="the iteration's folder (default <home>/runs/improve/STAMP)")
+
+    opt = sub.add_parser(
+        "optimize", parents=[shared], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="compile the repair loop's prompts with DSPy (bootstrap, mipro or gepa) and save the program",
+        description="The repair loop's design, generate and repair steps are a DSPy program. This compiles it on\n"
+        "training tasks, scoring a candidate only by the examples visible in its stub (the training half of\n"
+        "HumanEval by default: HumanEval/0, /2, ...; the held-out half is never touched), scores the default and\n"
+        "the compiled program on the tasks kept for validation, and saves the program as JSON. The repair loop\n"
+        "uses it with --program FILE; the hand-written prompts stay the default.",
+        epilog="optimizers:\n"
+        "  bootstrap   few-shot demonstrations from runs that pass (one pass over the tasks; the quick one)\n"
+        "  mipro       MIPROv2: proposed instructions and demo sets, searched over --trials\n"
+        "  gepa        GEPA: instructions rewritten by reflecting on failures, within --budget metric calls\n"
+        "examples:\n"
+        "  assistant optimize                                   bootstrap on 20 HumanEval training tasks\n"
+        "  assistant optimize --optimizer gepa --prompt-model http://localhost:8000/v1 --budget 120\n"
+        "  assistant optimize --train-split tasks.jsonl --out prog.json   your own tasks (stubs with doctests)\n"
+        "  assistant repair --program prog.json --task \"reverse the words of a sentence\"\n"
+        "  assistant bench humaneval --half heldout --program prog.json  compare with the default on held-out tasks")
+    opt.add_argument("--optimizer", choices=("bootstrap", "mipro", "gepa"), default="bootstrap",
+                     help="how to compile (default bootstrap)")
+    opt.add_argument("--train-split", dest="split", default="humaneval-train", metavar="SPLIT",
+                     help="humaneval-train (default) or a JSONL file: {stub, fn}, {task, fn} or collect samples")
+    opt.add_argument("--limit", type=int, default=20, metavar="N", help="tasks to use, validation included (20)")
+    opt.add_argument("--val", type=float, default=0.3, metavar="F",
+                     help="share of the tasks kept to score default against compiled (0.3; 0 skips it)")
+    opt.add_argument("--demos", type=int, default=2, metavar="K", help="demonstrations per step (default 2)")
+    opt.add_argument("--rounds", type=int, default=1, metavar="K", help="repair rounds inside the program (1)")
+    opt.add_argument("--trials", type=int, default=6, metavar="N", help="mipro: search trials (default 6)")
+    opt.add_argument("--budget", type=int, default=60, metavar="N", help="gepa: metric calls (default 60)")
+    opt.add_argument("--prompt-model", default="", metavar="M",
+                     help="mipro/gepa: the model that writes instructions (default: --model); a bigger one helps")
+    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--out", metavar="FILE", help="where to save (default <home>/programs/repair-OPT-STAMP.json)")
 
     dash = sub.add_parser(
         "dashboard", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -406,6 +442,8 @@ def build_parser(once: bool = False) -> argparse.ArgumentParser:
     he.add_argument("--leaky", action="store_true", help="use the hidden tests as feedback (labelled leaky)")
     he.add_argument("--half", choices=("heldout", "train"), default="",
                     help="only HumanEval/1, /3, ... (heldout: what `assistant improve` measures) or the others")
+    he.add_argument("--program", metavar="FILE", help="use a program compiled by `assistant optimize` instead of "
+                    "the hand-written prompts (its results are kept apart)")
     he.add_argument("--out", metavar="DIR", help="where run folders go (default <home>/runs/humaneval)")
     return parser
 

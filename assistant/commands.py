@@ -19,7 +19,8 @@ from assistant.home import home, models_dir, subdir
 def run(args, settings) -> int:
     handler = {"models": models, "audit": audit, "config": config, "doctor": doctor, "bench": bench,
                "repair": repair, "index": index, "search": search, "memory": memory, "dedupe": dedupe,
-               "collect": collect, "telemetry": telemetry, "dashboard": dashboard, "train": train, "improve": improve}[args.command]
+               "collect": collect, "telemetry": telemetry, "dashboard": dashboard, "train": train, "improve": improve,
+               "optimize": optimize}[args.command]
     return handler(args, settings)
 
 
@@ -158,6 +159,36 @@ def improve(args, settings) -> int:
                         candidates=args.candidates, ngram=args.ngram, out_dir=args.out or "")
     run_loop(settings, cfg)  # the report says whether the new model was promoted
     return 0
+
+
+def optimize(args, settings) -> int:
+    from assistant.optimize import OptimizeConfig, optimize as run_optimize
+
+    cfg = OptimizeConfig(optimizer=args.optimizer, split=args.split, limit=args.limit, val=args.val, demos=args.demos,
+                         rounds=args.rounds, trials=args.trials, budget=args.budget,
+                         max_new_tokens=getattr(args, "max_new_tokens", None) or 256, prompt_model=args.prompt_model,
+                         seed=args.seed,
+                         out=args.out or "")
+    command = "assistant " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        run_optimize(settings, cfg, command=command)
+    except KeyboardInterrupt:
+        print("interrupted: nothing saved", file=sys.stderr)
+        return 130
+    return 0
+
+
+def prompts_for(path: str | None):
+    """The repair loop's prompts: a compiled program's (--program FILE), else the hand-written ones."""
+    from assistant.repair import DEFAULT_PROMPTS
+
+    if not path:
+        return DEFAULT_PROMPTS
+    from assistant.program import describe, load_prompts
+
+    prompts = load_prompts(path)
+    print(f"· program {path}: {describe(prompts)}", file=sys.stderr)
+    return prompts
 
 
 def collect(args, settings) -> int:
@@ -521,7 +552,7 @@ def bench(args, settings) -> int:
         from assistant.humaneval import BenchConfig, bench_humaneval
 
         cfg = BenchConfig(limit=args.limit, iters=args.iters, candidates=args.candidates, leaky=args.leaky,
-                          half=args.half)
+                          half=args.half, program=args.program or "")
         if getattr(args, "max_new_tokens", None):
             cfg.max_new_tokens = args.max_new_tokens
         return bench_humaneval(settings, cfg, runs_root=Path(args.out) if args.out else None, command=command)
@@ -558,15 +589,16 @@ def repair(args, settings) -> int:
     def log(line: str) -> None:
         print(prefix + line, file=sys.stderr, flush=True)
 
+    prompts = prompts_for(args.program)
     model = load_model(settings, load_plugins())
     box = Sandbox(Path(settings.workspace), settings.sandbox, settings.sandbox_uid)
     try:
         if args.suite:
             from assistant.repair_suite import run_suite
 
-            return run_suite(model, box, config)
+            return run_suite(model, box, config, prompts=prompts)
         request = Request(args.task, args.fn, args.signature, list(args.doctests), stub)
-        outcome = solve(model, box, request, config, log=log)
+        outcome = solve(model, box, request, config, log=log, prompts=prompts)
     finally:
         box.close()
     mode = "standalone" if args.standalone else "imports" if args.add_imports else MODES[0]

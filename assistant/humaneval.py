@@ -119,7 +119,7 @@ class CachedModel:
         entry = self._cache.get(key)
         if entry is None:
             texts, tokens = generate(self.model, messages, n=n, temperature=temperature,
-                                     max_new_tokens=max_new_tokens, seed=seed)
+                                     max_new_tokens=max_new_tokens, seed=seed, stop=tuple(stop))
             entry = self._cache[key] = {"key": key, "texts": texts, "tokens": tokens}
             with self.path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(entry) + "\n")
@@ -137,6 +137,7 @@ class BenchConfig:
     max_new_tokens: int = 256
     leaky: bool = False
     half: str = ""  # "": all 164; "heldout": HumanEval/1, /3, ... (the improve loop's yardstick); "train": the others
+    program: str = ""  # a program file from `assistant optimize`: its prompts instead of the hand-written ones
 
     def task_ids(self, ids: list[str]) -> list[str]:
         if self.half not in HALVES:
@@ -145,9 +146,15 @@ class BenchConfig:
         return chosen[: self.limit] if self.limit else chosen
 
     def key(self, model_name: str) -> str:
-        blob = json.dumps({"v": VERSION, "model": model_name, "iters": self.iters, "candidates": self.candidates,
-                           "max_new_tokens": self.max_new_tokens, "leaky": self.leaky}, sort_keys=True)
+        settings = {"v": VERSION, "model": model_name, "iters": self.iters, "candidates": self.candidates,
+                    "max_new_tokens": self.max_new_tokens, "leaky": self.leaky}
         label = "leaky-" if self.leaky else ""
+        if self.program:  # a run per program (by content), beside the default's
+            from assistant.program import program_id
+
+            settings["program"] = program_id(self.program)
+            label += f"prog{settings['program']}-"
+        blob = json.dumps(settings, sort_keys=True)
         return f"{label}{_slug(model_name)}-c{self.candidates}-i{self.iters}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
 
 
@@ -183,12 +190,14 @@ def _release(path: Path, fd: int) -> None:
     os.close(fd)
 
 
-def run_task(problem: dict, model, box, cfg: BenchConfig) -> dict:
+def run_task(problem: dict, model, box, cfg: BenchConfig, prompts=None) -> dict:
+    from assistant.repair import DEFAULT_PROMPTS
+
     spec = Spec(problem["entry_point"], problem["prompt"], extract_checks(problem["prompt"], problem["entry_point"]))
     rc = RepairConfig(decode="greedy", candidates=cfg.candidates, iters=cfg.iters, max_new_tokens=cfg.max_new_tokens)
     tester = leaky_tester(problem, box) if cfg.leaky else visible_tester(spec, box)
     start = time.monotonic()
-    outcome = RepairLoop(model, rc, tester).run(spec)
+    outcome = RepairLoop(model, rc, tester, prompts=prompts or DEFAULT_PROMPTS).run(spec)
     if outcome.stopped == "interrupted":
         raise KeyboardInterrupt
     raw, agent = outcome.first, outcome.best
@@ -278,6 +287,12 @@ def bench_humaneval(settings, cfg: BenchConfig, *, out=None, runs_root: Path | N
     out = out or sys.stdout
     probs = problems()
     ids = cfg.task_ids(list(probs))
+    prompts = None
+    if cfg.program:
+        from assistant.program import describe, load_prompts
+
+        prompts = load_prompts(cfg.program)
+        print(f"program {cfg.program}: {describe(prompts)}", file=out, flush=True)
     loaded = load_model(settings, load_plugins())
     loaded.wait()
     trained = Path(settings.model).expanduser() / "train_info.json"
@@ -308,7 +323,7 @@ def bench_humaneval(settings, cfg: BenchConfig, *, out=None, runs_root: Path | N
                 skipped += 1
                 continue
             try:
-                record = run_task(probs[task_id], model, box, cfg)
+                record = run_task(probs[task_id], model, box, cfg, prompts)
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(record, indent=1))
                 os.replace(tmp, path)
@@ -326,7 +341,8 @@ def bench_humaneval(settings, cfg: BenchConfig, *, out=None, runs_root: Path | N
     results = [r for r in load_results(run_dir) if r["task_id"] in ids]
     s = summarize(results, len(ids))
     text = table(s, leaky=cfg.leaky, command=command or "assistant bench humaneval")
-    (run_dir / "summary.json").write_text(json.dumps({**s, "leaky": cfg.leaky, "half": cfg.half, "command": command},
+    (run_dir / "summary.json").write_text(json.dumps({**s, "leaky": cfg.leaky, "half": cfg.half,
+                                                      "program": cfg.program, "command": command},
                                                      indent=2))
     if summary is not None:
         summary.update(s, run_dir=str(run_dir), model=model.name)
@@ -339,7 +355,8 @@ def bench_humaneval(settings, cfg: BenchConfig, *, out=None, runs_root: Path | N
         o = summarize(other, len(ids))
         bars.append(("agent (leaky)" if other_cfg.leaky else "agent", o["agent"], o["done"]))
         bars = [bars[0]] + sorted(bars[1:], key=lambda b: "leaky" in b[0])
-    chart(run_dir / "chart.png", bars, f"HumanEval pass@1, {model.name}, {len(ids)} problems")
+    chart(run_dir / "chart.png", bars, f"HumanEval pass@1, {model.name}, {len(ids)} problems"
+          + (f", program {Path(cfg.program).stem}" if cfg.program else ""))
     print(text, file=out)
     print(f"per-task JSON, summary and chart: {run_dir}", file=out)
     if interrupted:

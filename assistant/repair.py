@@ -184,18 +184,19 @@ class Outcome:
 
 
 def generate(model, messages: list[dict], *, n: int, temperature: float, max_new_tokens: int,
-             seed: int | None = None) -> tuple[list[str], int]:
-    """n replies (one batched call when the backend has generate_batch) and the tokens generated."""
+             seed: int | None = None, stop: tuple[str, ...] = STOPS) -> tuple[list[str], int]:
+    """n replies (one batched call when the backend has generate_batch) and the tokens generated; each stops at
+    the end of its code block unless `stop` says otherwise."""
     if temperature <= 0:
         n = 1
     batch = getattr(model, "generate_batch", None)
     if callable(batch):
-        texts = batch(messages, n=n, max_new_tokens=max_new_tokens, stop=STOPS, temperature=temperature, seed=seed)
+        texts = batch(messages, n=n, max_new_tokens=max_new_tokens, stop=stop, temperature=temperature, seed=seed)
         usage = getattr(model, "last_usage", None)
         return texts, usage.completion_tokens if usage else 0
     texts, tokens = [], 0
     for _ in range(n):
-        texts.append("".join(model.stream(messages, max_new_tokens=max_new_tokens, stop=STOPS,
+        texts.append("".join(model.stream(messages, max_new_tokens=max_new_tokens, stop=stop,
                                           temperature=temperature)))
         usage = getattr(model, "last_usage", None)
         tokens += usage.completion_tokens if usage else 0
@@ -223,31 +224,81 @@ def extract_code(reply: str, fn: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def task_prompt(spec: Spec) -> list[dict]:
-    return [{"role": "user", "content": "Complete the Python function below. Reply with the whole function in "
-             f"one ```python block.\n\n```python\n{spec.code.rstrip()}\n```"}]
+# --- the prompts -----------------------------------------------------------------------------------------
+# Each step's prompt is a fixed frame around its inputs plus an instruction. The instructions and any few-shot
+# demonstrations are what a compiled DSPy program (assistant.program, `assistant optimize`) changes; the frame
+# is shared, so the default Prompts() renders exactly the hand-written prompts.
+
+STEPS = ("design", "generate", "repair")
+STEP_INPUTS = {"design": ("task", "fn"), "generate": ("stub",), "repair": ("stub", "code", "feedback")}
+INSTRUCTIONS = {
+    "design": "Write only its signature and a docstring with 3 examples in doctest form (a >>> line with the "
+              "call, the expected result on the next line). No body. One ```python block.",
+    "generate": "Complete the Python function below. Reply with the whole function in one ```python block.",
+    "repair": "Fix the function. Reply with the whole corrected function in one ```python block.",
+}
 
 
-def repair_prompt(spec: Spec, attempt: Attempt) -> list[dict]:
+def render_step(step: str, inputs: dict, instructions: dict[str, str]) -> list[dict]:
+    """One step's request as chat messages: the frame filled with `inputs` and the step's instruction."""
+    if step == "design":
+        return [{"role": "user", "content": f"Design a Python function for this task: {inputs['task'].strip()}\n"
+                 f"Name the function {inputs['fn']}. {instructions['design']}"}]
+    generate = [{"role": "user", "content": f"{instructions['generate']}\n\n```python\n"
+                 f"{inputs['stub'].rstrip()}\n```"}]
+    if step == "generate":
+        return generate
+    if step == "repair":
+        return generate + [
+            {"role": "assistant", "content": f"```python\n{inputs['code'].rstrip()}\n```"},
+            {"role": "user", "content": f"Testing this function on the examples failed:\n{inputs['feedback']}\n\n"
+             f"{instructions['repair']}"}]
+    raise RepairError(f"unknown step {step!r}")
+
+
+@dataclass
+class Prompts:
+    """What the loop says to the model at each step: an instruction per step and few-shot demonstrations
+    (earlier requests with the reply that worked). Prompts() is the hand-written default;
+    assistant.program.load_prompts(FILE) gives a compiled program's."""
+
+    instructions: dict[str, str] = field(default_factory=lambda: dict(INSTRUCTIONS))
+    demos: dict[str, list[dict]] = field(default_factory=dict)  # step -> [{input fields..., "reply": text}]
+    name: str = "default"
+
+    def messages(self, step: str, inputs: dict) -> list[dict]:
+        instructions = {**INSTRUCTIONS, **self.instructions}
+        out: list[dict] = []
+        for demo in self.demos.get(step, []):
+            out += render_step(step, demo, instructions) + [{"role": "assistant", "content": demo["reply"]}]
+        return out + render_step(step, inputs, instructions)
+
+
+DEFAULT_PROMPTS = Prompts()
+
+
+def task_prompt(spec: Spec, prompts: Prompts = DEFAULT_PROMPTS) -> list[dict]:
+    return prompts.messages("generate", {"stub": spec.code})
+
+
+def repair_prompt(spec: Spec, attempt: Attempt, prompts: Prompts = DEFAULT_PROMPTS) -> list[dict]:
     summary = attempt.report.summary() if attempt.report else "it does not work"
-    return task_prompt(spec) + [
-        {"role": "assistant", "content": f"```python\n{attempt.code.rstrip()}\n```"},
-        {"role": "user", "content": f"Testing this function on the examples failed:\n{summary}\n\n"
-         "Fix the function. Reply with the whole corrected function in one ```python block."}]
+    return prompts.messages("repair", {"stub": spec.code, "code": attempt.code, "feedback": summary})
 
 
-DESIGN_PROMPT = """Design a Python function for this task: {task}
-Write only its signature and a docstring with 3 examples in doctest form (a >>> line with the call, the
-expected result on the next line). Name the function {fn}. No body. One ```python block."""
-
-
-def design(model, task: str, fn: str | None, *, max_new_tokens: int = 256) -> Spec:
+def design(model, task: str, fn: str | None, *, max_new_tokens: int = 256,
+           prompts: Prompts = DEFAULT_PROMPTS) -> Spec:
     """Ask the model for a signature and doctest examples for a task in words; the stub keeps the task as the
     docstring's first paragraph and the model's examples after it."""
     name = fn or "solve"
-    texts, _ = generate(model, [{"role": "user", "content": DESIGN_PROMPT.format(task=task.strip(), fn=name)}],
+    texts, _ = generate(model, prompts.messages("design", {"task": task, "fn": name}),
                         n=1, temperature=0.0, max_new_tokens=max_new_tokens)
-    code = extract_code(texts[0], name)
+    return spec_from_design(texts[0], task, name)
+
+
+def spec_from_design(reply: str, task: str, name: str) -> Spec:
+    """The spec a design reply describes: its def line, the task as the docstring, the reply's examples."""
+    code = extract_code(reply, name)
     try:
         funcs = [n for n in ast.parse(code).body if isinstance(n, ast.FunctionDef)]
     except SyntaxError:
@@ -302,10 +353,11 @@ def seed_for(spec: Spec, stage: str, round_: int) -> int:
 
 class RepairLoop:
     def __init__(self, model, config: RepairConfig, tester: Tester | None, *,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, prompts: Prompts = DEFAULT_PROMPTS):
         self.model = model
         self.config = config
         self.tester = tester
+        self.prompts = prompts
         self.log = log or (lambda line: None)
         self.tokens = 0
 
@@ -326,7 +378,7 @@ class RepairLoop:
         start = time.monotonic()
         first_temp = 0.0 if cfg.decode == "greedy" else cfg.temperature
         self.log(f"generating a first candidate ({cfg.decode})")
-        attempts = self._draw(spec, task_prompt(spec), "first", 0, 1, first_temp)
+        attempts = self._draw(spec, task_prompt(spec, self.prompts), "first", 0, 1, first_temp)
         best = attempts[0]
 
         def finish(stopped: str) -> Outcome:
@@ -344,7 +396,7 @@ class RepairLoop:
                 return finish(self._done(best))
             if cfg.candidates > 1:
                 self.log(f"sampling {cfg.candidates - 1} more candidates")
-                more = self._draw(spec, task_prompt(spec), "sample", 0, cfg.candidates - 1, cfg.temperature)
+                more = self._draw(spec, task_prompt(spec, self.prompts), "sample", 0, cfg.candidates - 1, cfg.temperature)
                 self._test(more)
                 attempts += more
                 best = self._best(attempts)
@@ -359,11 +411,11 @@ class RepairLoop:
                 if stuck:
                     self.log(f"round {round_}: the same failure again; regenerating at temperature "
                              f"{cfg.stuck_temperature:g}")
-                    new = self._draw(spec, task_prompt(spec), "regenerate", round_, 1, cfg.stuck_temperature)
+                    new = self._draw(spec, task_prompt(spec, self.prompts), "regenerate", round_, 1, cfg.stuck_temperature)
                 else:
                     temp = 0.0 if round_ == 1 else cfg.temperature
                     self.log(f"round {round_}: repairing ({best.report.summary(120).splitlines()[0]})")
-                    new = self._draw(spec, repair_prompt(spec, best), "repair", round_, 1, temp)
+                    new = self._draw(spec, repair_prompt(spec, best, self.prompts), "repair", round_, 1, temp)
                 self._test(new)
                 attempts += new
                 best = self._best(attempts)
@@ -547,7 +599,8 @@ class Request:
     stub: str | None = None  # a whole stub (signature, docstring, imports) instead of the above
 
 
-def make_spec(model, request: Request, config: RepairConfig, log: Callable[[str], None]) -> Spec:
+def make_spec(model, request: Request, config: RepairConfig, log: Callable[[str], None],
+              prompts: Prompts = DEFAULT_PROMPTS) -> Spec:
     """The spec from what the user gave: a stub; a signature (and doctests); or a task the model designs."""
     if request.stub:
         return Spec.from_stub(request.stub, request.fn, request.task)
@@ -561,7 +614,7 @@ def make_spec(model, request: Request, config: RepairConfig, log: Callable[[str]
         return Spec.from_stub(stub_from(f"def {request.fn}(*args)", request.task, request.doctests), request.fn,
                               request.task)
     log("designing a signature and examples")
-    spec = design(model, request.task, request.fn, max_new_tokens=min(config.max_new_tokens, 256))
+    spec = design(model, request.task, request.fn, max_new_tokens=min(config.max_new_tokens, 256), prompts=prompts)
     if request.doctests:  # the user's examples join the model's
         spec = Spec(spec.fn, spec.code, spec.checks + Spec.from_stub(
             stub_from(f"def {spec.fn}(*args)", "", request.doctests), spec.fn).checks, spec.task)
@@ -569,12 +622,14 @@ def make_spec(model, request: Request, config: RepairConfig, log: Callable[[str]
     return spec
 
 
-def solve(model, box, request: Request, config: RepairConfig, *, log: Callable[[str], None] | None = None) -> Outcome:
-    """Design (if needed), then the loop, testing in `box`'s sandbox."""
+def solve(model, box, request: Request, config: RepairConfig, *, log: Callable[[str], None] | None = None,
+          prompts: Prompts = DEFAULT_PROMPTS) -> Outcome:
+    """Design (if needed), then the loop, testing in `box`'s sandbox, with the default prompts or a compiled
+    program's."""
     log = log or (lambda line: None)
-    spec = make_spec(model, request, config, log)
+    spec = make_spec(model, request, config, log, prompts)
     tester = visible_tester(spec, box, timeout=config.timeout) if config.test else None
-    return RepairLoop(model, config, tester, log=log).run(spec)
+    return RepairLoop(model, config, tester, log=log, prompts=prompts).run(spec)
 
 
 def outcome_record(outcome: Outcome) -> dict:

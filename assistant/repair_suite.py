@@ -52,15 +52,17 @@ def hidden_checks(asserts: list[str]) -> list[Check]:
     return [Check(f"bool({a})", "True") for a in asserts]
 
 
-def run_suite(model, box, config, *, out=None) -> int:
+def run_suite(model, box, config, *, out=None, prompts=None) -> int:
     """Each task through the loop (signature and visible examples given), graded by its hidden asserts."""
     from assistant.doctest_runner import run_checks
-    from assistant.repair import Request, outcome_record, solve
+    from assistant.repair import DEFAULT_PROMPTS, Request, outcome_record, solve
+
+    prompts = prompts or DEFAULT_PROMPTS
 
     out = out or sys.stdout
     rows, hidden_ok, start, tasks = [], 0, time.monotonic(), []
     for name, task, signature, visible, hidden in SUITE:
-        outcome = solve(model, box, Request(task, name, signature, visible), config)
+        outcome = solve(model, box, Request(task, name, signature, visible), config, prompts=prompts)
         graded = run_checks(outcome.spec.code + "\n\n" + outcome.best.code, hidden_checks(hidden), fn=name, box=box)
         hidden_ok += graded.ok
         tasks.append({**outcome_record(outcome), "hidden_passed": graded.passed, "hidden_total": graded.total})
@@ -75,7 +77,7 @@ def run_suite(model, box, config, *, out=None) -> int:
           f"model {name})", file=out)
     from assistant.charts import Panel, save_run
 
-    save_run("repair-suite", {"model": name, "passed": hidden_ok, "total": len(SUITE), "tasks": tasks,
+    save_run("repair-suite", {"model": name, "program": prompts.name, "passed": hidden_ok, "total": len(SUITE), "tasks": tasks,
                               "seconds": round(time.monotonic() - start, 1)},
              f"repair suite: {name}, {hidden_ok}/{len(SUITE)} pass their hidden tests", [
                  Panel("hidden tests passed (%)", [t["fn"] for t in tasks],

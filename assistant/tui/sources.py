@@ -274,7 +274,8 @@ def read_runs(root: Path) -> tuple[list[Bench], list[TrainRun]]:
         data = _json(path)
         if data and isinstance(data.get("done"), int) and data["done"] > 0:
             name = "HumanEval" + (" held-out half" if data.get("half") == "heldout" else "") + \
-                (" (leaky)" if data.get("leaky") else "")
+                (" (leaky)" if data.get("leaky") else "") + \
+                (f" · {Path(str(data['program'])).stem}" if data.get("program") else "")
             humaneval.setdefault(name, []).append((_mtime(path), data))
     for name, runs in humaneval.items():
         ts, last = runs[-1]
@@ -289,6 +290,13 @@ def read_runs(root: Path) -> tuple[list[Bench], list[TrainRun]]:
         benches.append(Bench("repair suite (hidden)", last.get("passed", 0) / last["total"],
                              f"{last.get('passed', 0)}/{last['total']}", _mtime(path),
                              [d.get("passed", 0) / d["total"] for _, d in suites]))
+    compiled = [(p, _json(p)) for p in _newest(root.glob("optimize/*.json"))]
+    compiled = [(p, d) for p, d in compiled if d and isinstance(d.get("val_compiled"), (int, float))]
+    if compiled:
+        path, last = compiled[-1]
+        benches.append(Bench(f"optimize {last.get('optimizer', '')} (visible, val)", float(last["val_compiled"]),
+                             f"{last['val_compiled']:.2f} vs {last.get('val_default') or 0:.2f} default",
+                             _mtime(path), [float(d["val_compiled"]) for _, d in compiled]))
     tools = [(p, _json(p)) for p in _newest(root.glob("bench-tools/*.json"))]
     tools = [(p, d) for p, d in tools if d and isinstance(d.get("results"), dict)]
     if tools:

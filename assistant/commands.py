@@ -178,19 +178,6 @@ def optimize(args, settings) -> int:
     return 0
 
 
-def prompts_for(path: str | None):
-    """The repair loop's prompts: a compiled program's (--program FILE), else the hand-written ones."""
-    from assistant.repair import DEFAULT_PROMPTS
-
-    if not path:
-        return DEFAULT_PROMPTS
-    from assistant.program import describe, load_prompts
-
-    prompts = load_prompts(path)
-    print(f"· program {path}: {describe(prompts)}", file=sys.stderr)
-    return prompts
-
-
 def collect(args, settings) -> int:
     from assistant.plugins.collect import run
 
@@ -589,7 +576,9 @@ def repair(args, settings) -> int:
     def log(line: str) -> None:
         print(prefix + line, file=sys.stderr, flush=True)
 
-    prompts = prompts_for(args.program)
+    from assistant.plugins.repair import prompts_for
+
+    prompts = prompts_for(args.program or settings.repair_program, log)
     model = load_model(settings, load_plugins())
     box = Sandbox(Path(settings.workspace), settings.sandbox, settings.sandbox_uid)
     try:

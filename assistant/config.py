@@ -63,6 +63,7 @@ class Settings:
     context7_chars: int = 256
     context7_timeout: float = 10.0
     tools: str = "all"
+    repair_program: str | None = None  # a program from `assistant optimize`: the repair loop's prompts (default: ours)
     monitor: str | None = None  # a telemetry server's URL (`assistant telemetry serve`): events are sent there  # the tools the agent gets: "all", names ("run_python,read_file"), "all,-collect_samples"
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -79,7 +80,7 @@ class Settings:
     # to a server of its choosing, load remote code, move the audit log or rewrite the system prompt.
     NOT_FROM_WORKSPACE = ("approval", "yes", "model", "model_name", "api_key", "trust_remote_code", "audit_log",
                           "system_prompt", "disable_system_prompt", "workspace", "sandbox", "sandbox_uid",
-                          "memory_vector_dir", "context7_url", "context7_api_key", "monitor")
+                          "memory_vector_dir", "context7_url", "context7_api_key", "monitor", "repair_program")
 
     # Older names still accepted in config files, ASSISTANT_* variables and load_settings() flags.
     # `yes = true` (ASSISTANT_YES, --yes) is `approval = "auto"`; `yes = false` changes nothing.

@@ -10,6 +10,25 @@ from assistant.repair import RepairConfig, RepairError, Request, outcome_record,
 from assistant.tools import requires_approval
 
 
+def prompts_for(path: str | None, log=None):
+    """The repair loop's prompts: a compiled program's (`--program FILE`, or the repair_program setting), else the
+    hand-written ones. A bad file is a one-line RepairError."""
+    from assistant.repair import DEFAULT_PROMPTS
+
+    if not path:
+        return DEFAULT_PROMPTS
+    from assistant.errors import AssistantError
+    from assistant.program import describe, load_prompts
+
+    try:
+        prompts = load_prompts(path)
+    except AssistantError as exc:
+        raise RepairError(str(exc)) from None
+    if log is not None:
+        log(f"program {path}: {describe(prompts)}")
+    return prompts
+
+
 def _box(context):
     from assistant import sandbox
 
@@ -36,7 +55,8 @@ def repair(task: str, fn: str = "", signature: str = "", doctests: list[str] | N
     config = RepairConfig.for_profile("fast", max_new_tokens=min(context.settings.max_new_tokens, 320))
     request = Request(task, fn or None, signature or None, list(doctests or []))
     try:
-        outcome = solve(model, _box(context), request, config)
+        outcome = solve(model, _box(context), request, config,
+                        prompts=prompts_for(getattr(context.settings, "repair_program", None)))
     except RepairError as exc:
         raise ToolError(str(exc)) from None
     if context.emit is not None:
@@ -54,8 +74,9 @@ def repair_command(args: str, session) -> str:
         config.test = False
         lines.append("(--approval never: the code was not run against its examples)")
     try:
-        outcome = solve(session.model, session.sandbox, Request(args.strip()), config,
-                        log=lambda line: print(f"  · {line}", flush=True))
+        log = lambda line: print(f"  · {line}", flush=True)  # noqa: E731
+        outcome = solve(session.model, session.sandbox, Request(args.strip()), config, log=log,
+                        prompts=prompts_for(session.settings.repair_program, log))
     except RepairError as exc:
         return f"error: {exc}"
     session.registry.hook.on_event(event=Meta("repair", outcome_record(outcome)))

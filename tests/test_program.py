@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -238,3 +239,59 @@ def test_prompts_render_the_hand_written_frame():
     msgs = custom.messages("repair", {"stub": "def f(): pass", "code": "def f(): return 1", "feedback": "boom"})
     assert msgs[0] == DEFAULT_PROMPTS.messages("generate", {"stub": "def f(): pass"})[0]
     assert msgs[-1]["content"].endswith("boom\n\nMend it.")
+
+
+class Proposing(ByTask):
+    """ByTask for the loop's steps; for an optimizer's own requests (DSPy's chat or JSON format, read from the
+    system message) an instruction in every output field."""
+
+    def stream(self, messages, **kwargs):
+        from assistant.models import Usage
+
+        system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+        if "Your output fields are" not in system:
+            return super().stream(messages, **kwargs)
+        self.received.append(messages)
+        self.last_usage = Usage(0, 5, 0.01)
+        fields = re.findall(r"\d+\. `(\w+)`", system.split("Your output fields are")[1])
+        text = f"Write the whole function; check each example by hand first ({len(self.received)})."
+        if "JSON" in system:
+            return iter([json.dumps({f: text for f in fields})])
+        return iter(["".join(f"[[ ## {f} ## ]]\n{text}\n\n" for f in fields) + "[[ ## completed ## ]]"])
+
+
+@pytest.mark.parametrize("optimizer", ["mipro", "gepa"])
+def test_mipro_and_gepa_run_end_to_end_on_the_scripted_model(tmp_path, optimizer):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({"stub": STUBS[fn], "fn": fn, "id": f"{fn}{i}"}) + "\n"
+                             for i in range(2) for fn in STUBS))
+    out = tmp_path / f"{optimizer}.json"
+    model = Proposing(right={"double", "inc"})
+    cfg = OptimizeConfig(optimizer=optimizer, split=str(tasks), limit=6, val=0.34, trials=3, budget=12, out=str(out))
+    meta = optimize(load_settings({"workspace": str(tmp_path)}), cfg, model=model, out=io.StringIO())
+    assert meta["optimizer"] == optimizer and meta["val_compiled"] is not None
+    # The optimizer asked for instructions in its own format, through the same model.
+    assert any(m[0]["role"] == "system" and "Your output fields are" in m[0]["content"] for m in model.received)
+    prompts = P.load_prompts(out)
+    for step, text in prompts.instructions.items():
+        assert text == DEFAULT_PROMPTS.instructions[step] or text.startswith("Write the whole function")
+
+
+def test_the_repair_program_setting_reaches_slash_repair_and_bad_files_say_so(make_session, tmp_path):
+    compiled = P.RepairProgram()
+    compiled.generate.demos = [dspy.Example(stub=STUBS["inc"], reply=reply("inc", RIGHT["inc"]))]
+    path = P.save_program(compiled, tmp_path / "prog.json", {})
+    design = '```python\ndef double(x: int) -> int:\n    """Double x.\n    >>> double(2)\n    4\n    """\n```'
+    s = make_session([design, reply("double", RIGHT["double"])], repair_program=str(path))
+    text = s.registry.commands["repair"].function("double a number; name it double", s)
+    assert "passes 1/1 examples" in text
+    sent = s.model.received[-1]  # the generate step, after the design step
+    assert sent[0]["content"].endswith(STUBS["inc"].rstrip() + "\n```") and sent[1]["content"] == reply("inc", RIGHT["inc"])
+    s2 = make_session([], repair_program=str(tmp_path / "gone.json"))
+    assert s2.registry.commands["repair"].function("double a number", s2).startswith("error: no program file at")
+
+
+def test_a_workspace_config_cannot_set_the_repair_program(workspace):
+    (workspace / ".assistant").mkdir(exist_ok=True)
+    (workspace / ".assistant" / "config.toml").write_text('repair_program = "/tmp/evil.json"\n')
+    assert load_settings({"workspace": str(workspace)}, env={}).repair_program is None

@@ -270,7 +270,10 @@ class Prompts:
         instructions = {**INSTRUCTIONS, **self.instructions}
         out: list[dict] = []
         for demo in self.demos.get(step, []):
-            out += render_step(step, demo, instructions) + [{"role": "assistant", "content": demo["reply"]}]
+            reply = demo["reply"].rstrip()
+            if reply.count("```") % 2:  # a reply cut at the closing fence (the stop string) is shown closed
+                reply += "\n```"
+            out += render_step(step, demo, instructions) + [{"role": "assistant", "content": reply}]
         return out + render_step(step, inputs, instructions)
 
 

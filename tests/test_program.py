@@ -140,11 +140,23 @@ def test_optimize_on_three_tasks_saves_a_program_that_loads_and_runs(tmp_path, b
     sent = runner.received[0]
     assert len(sent) == 2 * len(demos) + 1 and sent[-1] == DEFAULT_PROMPTS.messages("generate", {"stub": spec.code})[0]
     # The dashboard's figure.
-    runs = list((tmp_path / "home" / "runs" / "optimize").glob("*.json")) if (tmp_path / "home").exists() else []
     from assistant.home import subdir
+    from assistant.tui.sources import read_runs
 
     runs = list((subdir("runs") / "optimize").glob("*.json"))
     assert runs and json.loads(runs[0].read_text())["val_compiled"] is not None
+    benches, _ = read_runs(subdir("runs"))
+    shown = [b for b in benches if b.name.startswith("optimize bootstrap")]
+    assert shown and shown[0].value == meta["val_compiled"]
+
+
+def test_ctrl_c_while_compiling_saves_nothing(tmp_path):
+    out = tmp_path / "prog.json"
+    cfg = OptimizeConfig(split=str(_tasks_file(tmp_path)), limit=3, val=0, out=str(out))
+    model = ScriptedModel([{"text": "```python\n", "raise": "KeyboardInterrupt"}])
+    with pytest.raises(KeyboardInterrupt):
+        optimize(load_settings({"workspace": str(tmp_path)}), cfg, model=model, out=io.StringIO())
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
 
 
 def test_the_loop_with_an_uncompiled_program_behaves_like_the_default(tmp_path, box):
@@ -295,3 +307,9 @@ def test_a_workspace_config_cannot_set_the_repair_program(workspace):
     (workspace / ".assistant").mkdir(exist_ok=True)
     (workspace / ".assistant" / "config.toml").write_text('repair_program = "/tmp/evil.json"\n')
     assert load_settings({"workspace": str(workspace)}, env={}).repair_program is None
+
+
+def test_a_demonstration_cut_at_its_stop_string_is_shown_closed():
+    cut = "```python\ndef inc(x):\n    return x + 1"  # what generation leaves when it stops at "\n```"
+    msgs = Prompts(demos={"generate": [{"stub": STUBS["inc"], "reply": cut}]}).messages("generate", {"stub": "x"})
+    assert msgs[1] == {"role": "assistant", "content": cut + "\n```"}

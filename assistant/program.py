@@ -251,8 +251,12 @@ def load_program(path: str | Path, *, rounds: int = 1, max_new_tokens: int = 256
     """A RepairProgram with the saved instructions and demonstrations."""
     data = read_program_file(path)
     program = RepairProgram(rounds=rounds, max_new_tokens=max_new_tokens)
+    state = data["state"]
+    for entry in state.values():
+        if isinstance(entry, dict) and entry.get("lm") is not None:
+            entry["lm"] = None  # a program file never chooses a model or a server: --model does
     try:
-        program.load_state(data["state"])
+        program.load_state(state)
     except Exception as exc:  # DSPy raises assorted types for a state that does not fit the program
         raise AssistantError(f"the program {path} does not fit the repair program: {exc}") from None
     return program

@@ -313,3 +313,12 @@ def test_a_demonstration_cut_at_its_stop_string_is_shown_closed():
     cut = "```python\ndef inc(x):\n    return x + 1"  # what generation leaves when it stops at "\n```"
     msgs = Prompts(demos={"generate": [{"stub": STUBS["inc"], "reply": cut}]}).messages("generate", {"stub": "x"})
     assert msgs[1] == {"role": "assistant", "content": cut + "\n```"}
+
+
+def test_a_program_file_cannot_bring_its_own_model(tmp_path):
+    path = P.save_program(P.RepairProgram(), tmp_path / "p.json", {})
+    data = json.loads(path.read_text())
+    data["state"]["generate"]["lm"] = {"model": "openai/gpt-x", "api_base": "http://evil.example/v1"}
+    path.write_text(json.dumps(data))
+    program = P.load_program(path)
+    assert program.generate.lm is None

@@ -194,9 +194,11 @@ def compile_program(cfg: OptimizeConfig, student, train: list, val: list, *, lm,
         return teleprompter.compile(student, trainset=train, valset=val or None, num_trials=cfg.trials,
                                     minibatch=len(val or train) > 4, minibatch_size=max(2, min(8, len(val or train))),
                                     minibatch_full_eval_steps=max(2, cfg.trials // 2))
+    # "all": each reflection rewrites every step that ran. Round robin would spend whole iterations on the design
+    # step, which stub tasks never call (GEPA then finds nothing to reflect on).
     teleprompter = dspy.GEPA(metric=feedback_metric, max_metric_calls=cfg.budget, reflection_lm=prompt_lm,
                              reflection_minibatch_size=min(3, len(train)), num_threads=1, seed=cfg.seed,
-                             use_merge=False, track_stats=False)
+                             use_merge=False, track_stats=False, component_selector="all")
     return teleprompter.compile(student, trainset=train, valset=val or train)
 
 

@@ -167,8 +167,7 @@ def optimize(args, settings) -> int:
     cfg = OptimizeConfig(optimizer=args.optimizer, split=args.split, limit=args.limit, val=args.val, demos=args.demos,
                          rounds=args.rounds, trials=args.trials, budget=args.budget,
                          max_new_tokens=getattr(args, "max_new_tokens", None) or 256, prompt_model=args.prompt_model,
-                         seed=args.seed,
-                         out=args.out or "")
+                         seed=args.seed, out=args.out or "")
     command = "assistant " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         run_optimize(settings, cfg, command=command)
@@ -554,7 +553,7 @@ def repair(args, settings) -> int:
 
     from assistant.loader import load_plugins
     from assistant.models.builtin import load_model
-    from assistant.repair import MODES, RepairConfig, Request, render, solve, verdict
+    from assistant.repair import MODES, RepairConfig, Request, prompts_for, render, solve, verdict
     from assistant.sandbox import Sandbox
 
     profile = args.profile
@@ -575,8 +574,6 @@ def repair(args, settings) -> int:
 
     def log(line: str) -> None:
         print(prefix + line, file=sys.stderr, flush=True)
-
-    from assistant.plugins.repair import prompts_for
 
     prompts = prompts_for(args.program or settings.repair_program, log)
     model = load_model(settings, load_plugins())

@@ -62,9 +62,9 @@ class Settings:
     context7_api_key: str | None = None
     context7_chars: int = 256
     context7_timeout: float = 10.0
-    tools: str = "all"
+    tools: str = "all"  # the tools the agent gets: "all", names ("run_python,read_file"), "all,-collect_samples"
     repair_program: str | None = None  # a program from `assistant optimize`: the repair loop's prompts (default: ours)
-    monitor: str | None = None  # a telemetry server's URL (`assistant telemetry serve`): events are sent there  # the tools the agent gets: "all", names ("run_python,read_file"), "all,-collect_samples"
+    monitor: str | None = None  # a telemetry server's URL (`assistant telemetry serve`): events are sent there
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     # "sandbox" mirrors assistant.sandbox.POLICIES (not imported here: it loads ctypes; a test keeps them equal).

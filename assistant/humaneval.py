@@ -24,7 +24,8 @@ from pathlib import Path
 from assistant.doctest_runner import run_checks
 from assistant.errors import AssistantError
 from assistant.examples import Check, extract_checks
-from assistant.repair import RepairConfig, RepairLoop, Spec, undefined, visible_tester
+from assistant.repair import DEFAULT_PROMPTS, Prompts, RepairConfig, RepairLoop, Spec, prompts_for, undefined, \
+    visible_tester
 
 VERSION = 2  # bump when prompts or the loop change, so old results are not mixed with new ones
 
@@ -155,7 +156,8 @@ class BenchConfig:
             settings["program"] = program_id(self.program)
             label += f"prog{settings['program']}-"
         blob = json.dumps(settings, sort_keys=True)
-        return f"{label}{_slug(model_name)}-c{self.candidates}-i{self.iters}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:8]
+        return f"{label}{_slug(model_name)}-c{self.candidates}-i{self.iters}-{digest}"
 
 
 HALVES = ("", "heldout", "train")
@@ -190,14 +192,12 @@ def _release(path: Path, fd: int) -> None:
     os.close(fd)
 
 
-def run_task(problem: dict, model, box, cfg: BenchConfig, prompts=None) -> dict:
-    from assistant.repair import DEFAULT_PROMPTS
-
+def run_task(problem: dict, model, box, cfg: BenchConfig, prompts: Prompts = DEFAULT_PROMPTS) -> dict:
     spec = Spec(problem["entry_point"], problem["prompt"], extract_checks(problem["prompt"], problem["entry_point"]))
     rc = RepairConfig(decode="greedy", candidates=cfg.candidates, iters=cfg.iters, max_new_tokens=cfg.max_new_tokens)
     tester = leaky_tester(problem, box) if cfg.leaky else visible_tester(spec, box)
     start = time.monotonic()
-    outcome = RepairLoop(model, rc, tester, prompts=prompts or DEFAULT_PROMPTS).run(spec)
+    outcome = RepairLoop(model, rc, tester, prompts=prompts).run(spec)
     if outcome.stopped == "interrupted":
         raise KeyboardInterrupt
     raw, agent = outcome.first, outcome.best
@@ -287,12 +287,7 @@ def bench_humaneval(settings, cfg: BenchConfig, *, out=None, runs_root: Path | N
     out = out or sys.stdout
     probs = problems()
     ids = cfg.task_ids(list(probs))
-    prompts = None
-    if cfg.program:
-        from assistant.program import describe, load_prompts
-
-        prompts = load_prompts(cfg.program)
-        print(f"program {cfg.program}: {describe(prompts)}", file=out, flush=True)
+    prompts = prompts_for(cfg.program, lambda line: print(line, file=out, flush=True))
     loaded = load_model(settings, load_plugins())
     loaded.wait()
     trained = Path(settings.model).expanduser() / "train_info.json"

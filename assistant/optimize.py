@@ -79,7 +79,8 @@ def stub_of(code: str) -> dict | None:
     lines = code.splitlines()
     imports = [ast.get_source_segment(code, n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     for node in tree.body:
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or ">>>" not in (ast.get_docstring(node) or ""):
+        doc = ast.get_docstring(node) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+        if ">>>" not in (doc or ""):
             continue
         first = node.body[0]
         start = min([d.lineno for d in node.decorator_list] + [node.lineno])
@@ -93,6 +94,7 @@ def file_tasks(path: Path, limit: int | None = None) -> list[dict]:
     """Tasks from JSONL: {"stub"|"prompt", "fn"|"entry_point"}, {"task", "fn"} (the program designs the stub), or a
     collect sample ({"response"} or {"completion"} holding a function with doctest examples)."""
     from assistant.examples import extract_checks
+    from assistant.repair import last_function_name
 
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -119,8 +121,6 @@ def file_tasks(path: Path, limit: int | None = None) -> list[dict]:
             code = row.get("response") or row.get("completion")
             task = stub_of(code) if isinstance(code, str) else None
         if task and task.get("stub"):
-            from assistant.repair import last_function_name
-
             name = task["fn"] or last_function_name(task["stub"]) or ""
             if not name or not extract_checks(task["stub"], name):
                 task = None  # nothing visible to score against
@@ -255,8 +255,6 @@ def optimize(settings, cfg: OptimizeConfig, *, model=None, prompt_model=None, ou
                 f"(Ctrl-C stops; nothing is saved)")
             try:
                 compiled = compile_program(cfg, student, train, val, lm=lm, prompt_lm=prompt_lm)
-            except KeyboardInterrupt:
-                raise
             except AssistantError:
                 raise
             except Exception as exc:  # DSPy and its optimizers raise many kinds; say which stage failed

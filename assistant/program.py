@@ -35,7 +35,7 @@ from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events  # 
 from assistant.doctest_runner import TestReport  # noqa: E402
 from assistant.errors import AssistantError  # noqa: E402
 from assistant.repair import (INSTRUCTIONS, STEP_INPUTS, STEPS, STOPS, Prompts, RepairError, Spec,  # noqa: E402
-                              extract_code, generate, spec_from_design, visible_tester)
+                              extract_code, generate, score_of, spec_from_design, visible_tester)
 
 FORMAT = "assistant-program"
 FORMAT_VERSION = 1
@@ -160,10 +160,6 @@ def checking(box, *, timeout: float = 10.0) -> Iterator[None]:
         _checker = previous
 
 
-def _score(report: TestReport | None) -> tuple[int, int]:
-    return (report.passed, int(report.runs)) if report else (0, 0)
-
-
 class RepairProgram(dspy.Module):
     """design (for a task in words) -> generate -> test on the visible examples -> repair (`rounds` times while
     it fails), keeping the best candidate. Returns code, passed, total and feedback."""
@@ -191,7 +187,7 @@ class RepairProgram(dspy.Module):
             reply = self.repair(stub=spec.code, code=code, feedback=report.summary(), **call).reply or ""
             new_code = extract_code(reply, spec.fn)
             new_report = _checker(spec, new_code)
-            if _score(new_report) > _score(report):
+            if score_of(new_report) > score_of(report):
                 code, report = new_code, new_report
         return dspy.Prediction(code=code, fn=spec.fn, passed=report.passed if report else 0,
                                total=report.total if report else 0, ok=bool(report and report.ok and report.total),

@@ -142,6 +142,11 @@ class RepairConfig:
 # --- what happened -------------------------------------------------------------------------------------
 
 
+def score_of(report: TestReport | None) -> tuple[int, int]:
+    """(passed examples, runs at all): what keep-best ranks by."""
+    return (report.passed, int(report.runs)) if report else (0, 0)
+
+
 @dataclass
 class Attempt:
     code: str
@@ -152,10 +157,7 @@ class Attempt:
 
     @property
     def score(self) -> tuple[int, int]:
-        """(passed examples, runs at all): what keep-best ranks by."""
-        if self.report is None:
-            return (0, 0)
-        return (self.report.passed, int(self.report.runs))
+        return score_of(self.report)
 
     def to_dict(self) -> dict:
         return {"stage": self.stage, "round": self.round, "code": self.code,
@@ -280,6 +282,22 @@ class Prompts:
 DEFAULT_PROMPTS = Prompts()
 
 
+def prompts_for(path: str | None, log: Callable[[str], None] | None = None) -> Prompts:
+    """The loop's prompts: a compiled program's (`--program FILE`, the repair_program setting), else the
+    hand-written ones (DSPy is imported only for a program). A bad file is a one-line RepairError."""
+    if not path:
+        return DEFAULT_PROMPTS
+    from assistant.program import describe, load_prompts
+
+    try:
+        prompts = load_prompts(path)
+    except AssistantError as exc:
+        raise RepairError(str(exc)) from None
+    if log is not None:
+        log(f"program {path}: {describe(prompts)}")
+    return prompts
+
+
 def task_prompt(spec: Spec, prompts: Prompts = DEFAULT_PROMPTS) -> list[dict]:
     return prompts.messages("generate", {"stub": spec.code})
 
@@ -399,7 +417,8 @@ class RepairLoop:
                 return finish(self._done(best))
             if cfg.candidates > 1:
                 self.log(f"sampling {cfg.candidates - 1} more candidates")
-                more = self._draw(spec, task_prompt(spec, self.prompts), "sample", 0, cfg.candidates - 1, cfg.temperature)
+                more = self._draw(spec, task_prompt(spec, self.prompts), "sample", 0, cfg.candidates - 1,
+                                  cfg.temperature)
                 self._test(more)
                 attempts += more
                 best = self._best(attempts)
@@ -414,7 +433,8 @@ class RepairLoop:
                 if stuck:
                     self.log(f"round {round_}: the same failure again; regenerating at temperature "
                              f"{cfg.stuck_temperature:g}")
-                    new = self._draw(spec, task_prompt(spec, self.prompts), "regenerate", round_, 1, cfg.stuck_temperature)
+                    new = self._draw(spec, task_prompt(spec, self.prompts), "regenerate", round_, 1,
+                                     cfg.stuck_temperature)
                 else:
                     temp = 0.0 if round_ == 1 else cfg.temperature
                     self.log(f"round {round_}: repairing ({best.report.summary(120).splitlines()[0]})")
@@ -617,7 +637,8 @@ def make_spec(model, request: Request, config: RepairConfig, log: Callable[[str]
         return Spec.from_stub(stub_from(f"def {request.fn}(*args)", request.task, request.doctests), request.fn,
                               request.task)
     log("designing a signature and examples")
-    spec = design(model, request.task, request.fn, max_new_tokens=min(config.max_new_tokens, 256), prompts=prompts)
+    spec = design(model, request.task, request.fn, max_new_tokens=min(config.max_new_tokens, 256),
+                  prompts=prompts)
     if request.doctests:  # the user's examples join the model's
         spec = Spec(spec.fn, spec.code, spec.checks + Spec.from_stub(
             stub_from(f"def {spec.fn}(*args)", "", request.doctests), spec.fn).checks, spec.task)

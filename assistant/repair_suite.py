@@ -53,7 +53,8 @@ def hidden_checks(asserts: list[str]) -> list[Check]:
 
 
 def run_suite(model, box, config, *, out=None, prompts=None) -> int:
-    """Each task through the loop (signature and visible examples given), graded by its hidden asserts."""
+    """Each task through the loop (signature and visible examples given), graded by its hidden asserts; with
+    the hand-written prompts unless `prompts` says otherwise."""
     from assistant.doctest_runner import run_checks
     from assistant.repair import DEFAULT_PROMPTS, Request, outcome_record, solve
 
@@ -77,8 +78,8 @@ def run_suite(model, box, config, *, out=None, prompts=None) -> int:
           f"model {name})", file=out)
     from assistant.charts import Panel, save_run
 
-    save_run("repair-suite", {"model": name, "program": prompts.name, "passed": hidden_ok, "total": len(SUITE), "tasks": tasks,
-                              "seconds": round(time.monotonic() - start, 1)},
+    save_run("repair-suite", {"model": name, "program": prompts.name, "passed": hidden_ok, "total": len(SUITE),
+                              "tasks": tasks, "seconds": round(time.monotonic() - start, 1)},
              f"repair suite: {name}, {hidden_ok}/{len(SUITE)} pass their hidden tests", [
                  Panel("hidden tests passed (%)", [t["fn"] for t in tasks],
                        [100 * t["hidden_passed"] / max(t["hidden_total"], 1) for t in tasks], fmt="{:.0f}",

@@ -6,27 +6,9 @@ from __future__ import annotations
 from assistant.errors import ToolError
 from assistant.events import Meta
 from assistant.hookspecs import hookimpl
-from assistant.repair import RepairConfig, RepairError, Request, outcome_record, render, solve, verdict
+from assistant.repair import (RepairConfig, RepairError, Request, outcome_record, prompts_for, render, solve,
+                              verdict)
 from assistant.tools import requires_approval
-
-
-def prompts_for(path: str | None, log=None):
-    """The repair loop's prompts: a compiled program's (`--program FILE`, or the repair_program setting), else the
-    hand-written ones. A bad file is a one-line RepairError."""
-    from assistant.repair import DEFAULT_PROMPTS
-
-    if not path:
-        return DEFAULT_PROMPTS
-    from assistant.errors import AssistantError
-    from assistant.program import describe, load_prompts
-
-    try:
-        prompts = load_prompts(path)
-    except AssistantError as exc:
-        raise RepairError(str(exc)) from None
-    if log is not None:
-        log(f"program {path}: {describe(prompts)}")
-    return prompts
 
 
 def _box(context):

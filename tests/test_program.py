@@ -74,6 +74,7 @@ def test_the_adapter_round_trips_through_the_scripted_model():
         assert answer.answer == "four"
         assert "[[ ## question ## ]]" in model.received[1][-1]["content"]
     assert lm.assistant_engine.calls == 2 and lm.assistant_engine.tokens > 0
+    assert "litellm" not in sys.modules  # DSPy reached the model through our engine only: no route to a network
 
 
 def test_the_engine_passes_sampling_settings_and_demos_render_as_turns():
